@@ -1,0 +1,21 @@
+"""Errors that the package raises on bad input: one clear message naming the file and the fix."""
+from __future__ import annotations
+
+
+class NbhelpersError(Exception):
+    """Base class of every error raised on purpose by nbhelpers."""
+
+
+class DatasetError(NbhelpersError, ValueError):
+    """A dataset folder, image or mask is missing or malformed.
+
+    The message names the offending path and says what was expected.
+    """
+
+
+class ConfigError(NbhelpersError, ValueError):
+    """A method, backbone, preset or parameter name/value is not valid; the message lists valid ones."""
+
+
+class WeightsError(NbhelpersError, RuntimeError):
+    """Pre-trained weights cannot be had (offline, missing file, shape mismatch)."""
