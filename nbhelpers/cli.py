@@ -1,0 +1,155 @@
+"""Command line: ``nbhelpers synth | run | bench | train | predict``.
+
+Examples::
+
+    nbhelpers synth --out data/synthad --preset cpu
+    nbhelpers run --preset cpu --data data/synthad
+    nbhelpers bench --method baseline --data data/synthad --category grass --preset cpu
+    nbhelpers train --method baseline --data data/synthad --category grass --out model.pt
+    nbhelpers predict --method baseline --checkpoint model.pt --data data/synthad --category grass
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from nbhelpers.errors import NbhelpersError
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from nbhelpers.data.synth import generate
+
+    out = generate(Path(args.out), categories=args.categories, preset=args.preset, seed=args.seed,
+                   overwrite=args.overwrite)
+    print(f"SynthAD written to {out}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from nbhelpers.runner import run_collection
+
+    runs = run_collection(args.notebooks, args.out, preset=args.preset, data_root=args.data, device=args.device,
+                          seed=args.seed, only=args.only, timeout=args.timeout)
+    failed = [r for r in runs if r.status != "ok"]
+    print(f"\n{len(runs) - len(failed)}/{len(runs)} notebooks ok; index: {Path(args.out) / 'index.html'}")
+    for r in failed:
+        print(f"FAILED {r.name}: cell {r.failed_cell}: {r.error}")
+    return 1 if failed or not runs else 0
+
+
+def _categories(data: str, category: str, layout: str) -> list[str]:
+    from nbhelpers.data.layouts import list_categories
+
+    return list_categories(data, layout) if category == "all" else category.split(",")
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from nbhelpers.benchmark import format_table, run_benchmark
+
+    rows, failures = [], []
+    out = Path(args.out)
+    for method in args.method.split(","):
+        for cat in _categories(args.data, args.category, args.layout):
+            try:
+                rows.append(run_benchmark(method, args.data, cat, preset=args.preset, layout=args.layout,
+                                          device=args.device, seed=args.seed,
+                                          output=out / f"{method}_{cat}_{args.preset}.json"))
+            except NbhelpersError as exc:
+                failures.append(f"{method}/{cat}: {exc}")
+                print(f"FAILED {method}/{cat}: {exc}", file=sys.stderr)
+    table = format_table(rows)
+    if rows:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(rows, indent=2))
+        (out / "results.md").write_text(table + "\n")
+    print(table)
+    return 1 if failures else 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from nbhelpers.data.layouts import load_split
+    from nbhelpers.methods import create
+
+    split = load_split(args.data, args.category, layout=args.layout)
+    model = create(args.method, args.preset, device=args.device, seed=args.seed)
+    model.fit(split.train, split.val or None)
+    print(f"saved {model.save(args.out)}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from nbhelpers.benchmark import evaluate_method, format_table
+    from nbhelpers.data.layouts import load_split
+    from nbhelpers.methods import create
+
+    split = load_split(args.data, args.category, layout=args.layout)
+    model = create(args.method, args.preset, device=args.device, seed=args.seed).load(args.checkpoint)
+    row = {"method": args.method, "category": args.category, **evaluate_method(model, split)}
+    print(format_table([row]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nbhelpers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="generate the offline SynthAD benchmark")
+    s.add_argument("--out", default="data/synthad")
+    s.add_argument("--preset", default="cpu", help="size preset: smoke or cpu")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--categories", nargs="*", default=None)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=_cmd_synth)
+
+    r = sub.add_parser("run", help="execute the notebooks with papermill and write reports/index.html")
+    r.add_argument("--preset", default="cpu")
+    r.add_argument("--data", default="data/synthad")
+    r.add_argument("--notebooks", default="notebooks")
+    r.add_argument("--out", default="reports")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 00 01")
+    r.add_argument("--timeout", type=int, default=None, help="seconds per cell")
+    r.set_defaults(func=_cmd_run)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--method", default="baseline")
+        q.add_argument("--data", default="data/synthad")
+        q.add_argument("--layout", default="auto")
+        q.add_argument("--preset", default="cpu")
+        q.add_argument("--device", default="auto")
+        q.add_argument("--seed", type=int, default=0)
+
+    b = sub.add_parser("bench", help="fit + evaluate methods on categories; print a table, write JSON")
+    common(b)
+    b.add_argument("--category", default="all", help="a category, a comma list, or 'all'")
+    b.add_argument("--out", default="reports/bench")
+    b.set_defaults(func=_cmd_bench)
+
+    t = sub.add_parser("train", help="fit a method on a category and save a checkpoint")
+    common(t)
+    t.add_argument("--category", required=True)
+    t.add_argument("--out", required=True)
+    t.set_defaults(func=_cmd_train)
+
+    pr = sub.add_parser("predict", help="evaluate a saved checkpoint on a category's test split")
+    common(pr)
+    pr.add_argument("--category", required=True)
+    pr.add_argument("--checkpoint", required=True)
+    pr.set_defaults(func=_cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except NbhelpersError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

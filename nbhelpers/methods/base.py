@@ -1,0 +1,214 @@
+"""The method contract every anomaly-detection method of the collection implements.
+
+A method module defines a ``Config`` dataclass (presets ``smoke``, ``cpu``, ``paper``) and a class
+derived from :class:`AnomalyMethod` registered under a name::
+
+    method = get("baseline")(get_config("baseline", "cpu"))
+    method.fit(split.train)                      # list of Sample records
+    for batch in method.loader(split.test):      # the method's own transform
+        result = method.predict(batch)           # AnomalyResult(scores[B], maps[B,H,W], extras)
+    method.save("model.pt"); method.load("model.pt")
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch.utils.data import DataLoader
+
+from nbhelpers import get_device, seed_everything
+from nbhelpers.data.records import Sample
+from nbhelpers.data.torchdata import AnomalyDataset, make_loader
+from nbhelpers.errors import ConfigError
+from nbhelpers.progress import progress
+from nbhelpers.train import load_checkpoint, save_checkpoint
+
+PRESET_NAMES = ("smoke", "cpu", "paper")
+
+
+@dataclass
+class MethodConfig:
+    """Settings shared by every method; method modules subclass it and fill ``PRESETS``.
+
+    Attributes:
+        backbone, layers, weights: the pre-trained feature extractor (see ``nbhelpers.backbones``).
+        image_size: square input side in pixels. batch_size, epochs, lr: training.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``. seed: everything random is seeded from it.
+        num_workers: DataLoader workers (0-2 on small machines). progress: show progress bars.
+    """
+
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = "packaged"
+    layers: tuple[int, ...] = (2, 3)
+    image_size: int = 256
+    batch_size: int = 8
+    epochs: int = 1
+    lr: float = 1e-3
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = 0
+    progress: bool = True
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {}, "cpu": {}, "paper": {}}
+
+    @classmethod
+    def from_preset(cls, name: str = "cpu", **overrides: Any) -> MethodConfig:
+        """The config of preset ``name`` with ``overrides`` applied.
+
+        Raises:
+            ConfigError: unknown preset or unknown field name (the valid ones are listed).
+        """
+        if name not in cls.PRESETS:
+            raise ConfigError(f"Unknown preset {name!r}; valid presets: {sorted(cls.PRESETS)}.")
+        values = {**cls.PRESETS[name], **overrides}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"Unknown {cls.__module__}.{cls.__qualname__} field(s) {unknown}; valid: {sorted(names)}.")
+        if "layers" in values:
+            values["layers"] = tuple(values["layers"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class AnomalyResult:
+    """Output of ``predict`` for one batch.
+
+    Attributes:
+        scores: ``float[B]`` image anomaly scores (higher = more anomalous; raw, no sigmoid).
+        maps: ``float[B,H,W]`` pixel anomaly maps at the input resolution.
+        extras: what notebooks visualise (templates, attention maps, embeddings, ...).
+    """
+
+    scores: torch.Tensor
+    maps: torch.Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class AnomalyMethod:
+    """Base class: device, loaders, batched inference and checkpointing shared by all methods.
+
+    Subclasses set ``name`` and ``config_class``, implement :meth:`fit` and :meth:`predict`, and
+    list what :meth:`save` must keep in :meth:`state_dict` / :meth:`load_state_dict`
+    (the default saves the ``nn.Module`` attributes listed in ``modules``).
+    """
+
+    name: ClassVar[str] = "method"
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    modules: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: MethodConfig | None = None) -> None:
+        self.config = config or self.config_class.from_preset("cpu")
+        self.device = get_device(self.config.device)
+        seed_everything(self.config.seed)
+        self.history: list[float] = []
+
+    # ----- data -------------------------------------------------------------------------------
+    @property
+    def normalization(self) -> tuple[Sequence[float] | None, Sequence[float] | None]:
+        """``(mean, std)`` applied to input images; ``(None, None)`` keeps them in [0,1]."""
+        backbone = getattr(self, "backbone", None)
+        return (backbone.mean, backbone.std) if backbone is not None else (None, None)
+
+    def dataset(self, samples: Sequence[Sample]) -> AnomalyDataset:
+        """The evaluation dataset of this method (its resolution and normalisation)."""
+        mean, std = self.normalization
+        return AnomalyDataset(samples, self.config.image_size, mean, std)
+
+    def loader(self, samples: Sequence[Sample], shuffle: bool = False, batch_size: int | None = None) -> DataLoader:
+        """Batches of ``samples`` in this method's input format (see ``nbhelpers.data.torchdata``)."""
+        return make_loader(self.dataset(samples), batch_size or self.config.batch_size, shuffle=shuffle,
+                           num_workers=self.config.num_workers, seed=self.config.seed)
+
+    # ----- contract ---------------------------------------------------------------------------
+    def fit(self, train: Sequence[Sample], val: Sequence[Sample] | None = None) -> AnomalyMethod:
+        raise NotImplementedError
+
+    def predict(self, batch: dict) -> AnomalyResult:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict_all(self, samples: Sequence[Sample], keep_extras: bool = False) -> dict[str, Any]:
+        """Run :meth:`predict` over ``samples``.
+
+        Returns ``{"scores": float[N], "maps": float[N,H,W], "labels": long[N], "masks": float[N,H,W],
+        "paths": list[str], "defects": list[str], "extras": list[dict]}`` on the CPU.
+        """
+        out: dict[str, list] = {k: [] for k in ("scores", "maps", "labels", "masks", "paths", "defects", "extras")}
+        for batch in progress(self.loader(samples), desc=f"{self.name} predict", enabled=self.config.progress):
+            res = self.predict(batch)
+            out["scores"].append(res.scores.float().cpu())
+            out["maps"].append(res.maps.float().cpu())
+            out["labels"].append(batch["label"])
+            out["masks"].append(batch["mask"][:, 0])
+            out["paths"] += list(batch["path"])
+            out["defects"] += list(batch["defect"])
+            if keep_extras:
+                out["extras"].append(res.extras)
+        return {k: (torch.cat(v) if k in ("scores", "maps", "labels", "masks") else v) for k, v in out.items()}
+
+    # ----- persistence ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values that :meth:`load_state_dict` restores."""
+        return {m: getattr(self, m).state_dict() for m in self.modules}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for m in self.modules:
+            getattr(self, m).load_state_dict(state[m])
+
+    def save(self, path: str | Path) -> Path:
+        """Write config + state atomically (temporary file, then rename)."""
+        return save_checkpoint(path, {"method": self.name, "config": self.config.to_dict(),
+                                      "state": self.state_dict(), "history": self.history})
+
+    def load(self, path: str | Path) -> AnomalyMethod:
+        """Restore a checkpoint written by :meth:`save` of the same method (``weights_only`` loading)."""
+        ckpt = load_checkpoint(path, expect={"method": self.name})
+        self.load_state_dict(ckpt["state"])
+        self.history = list(ckpt.get("history", []))
+        return self
+
+
+_REGISTRY: dict[str, type[AnomalyMethod]] = {}
+
+
+def register(cls: type[AnomalyMethod]) -> type[AnomalyMethod]:
+    """Class decorator adding a method to the registry under ``cls.name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available() -> list[str]:
+    """Names of the registered methods."""
+    import nbhelpers.methods  # noqa: F401  (imports every method module so they register)
+
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> type[AnomalyMethod]:
+    """The method class registered as ``name``.
+
+    Raises:
+        ConfigError: unknown name (valid names listed).
+    """
+    names = available()
+    if name not in _REGISTRY:
+        raise ConfigError(f"Unknown method {name!r}; valid methods: {names}.")
+    return _REGISTRY[name]
+
+
+def get_config(name: str, preset: str = "cpu", **overrides: Any) -> MethodConfig:
+    """``get(name).config_class.from_preset(preset, **overrides)``."""
+    return get(name).config_class.from_preset(preset, **overrides)
+
+
+def create(name: str, preset: str = "cpu", **overrides: Any) -> AnomalyMethod:
+    """A new method instance from its registry name and a preset."""
+    return get(name)(get_config(name, preset, **overrides))

@@ -1,0 +1,136 @@
+"""PatchCore-style nearest-neighbour baseline on the same pre-trained backbone.
+
+Roth et al., "Towards Total Recall in Industrial Anomaly Detection" (CVPR 2022), simplified: locally
+aggregated (3x3 average) mid-level patch features of all normal training images form a memory
+bank, optionally reduced by greedy k-center coreset selection; a test patch's anomaly score is the
+distance to its nearest bank entry. It is the floor every paper method of the collection must beat.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from nbhelpers.backbones import FeatureExtractor
+from nbhelpers.data.records import Sample
+from nbhelpers.maps import max_score, smooth, upsample
+from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, register
+from nbhelpers.progress import progress
+from nbhelpers.train import to_device
+
+
+@dataclass
+class Config(MethodConfig):
+    """Baseline settings.
+
+    Attributes:
+        coreset_ratio: fraction of bank patches kept by greedy coreset selection (1.0 keeps all).
+        projection_dim: random-projection size used to speed up coreset selection.
+        sigma: Gaussian smoothing of the upsampled map (PatchCore: 4).
+        chunk: test patches per distance chunk (memory bound of the kNN search).
+    """
+
+    coreset_ratio: float = 0.1
+    projection_dim: int = 128
+    sigma: float = 4.0
+    chunk: int = 4096
+    epochs: int = 0
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": dict(image_size=64, layers=(2, 3), batch_size=8, coreset_ratio=0.5, progress=False),
+        "cpu": dict(image_size=256, layers=(2, 3), batch_size=8, coreset_ratio=0.1),
+        "paper": dict(backbone="wide_resnet50_2", weights="timm", layers=(2, 3), image_size=224,
+                      batch_size=32, coreset_ratio=0.01),
+    }
+
+
+def aggregate_patches(features: Sequence[torch.Tensor]) -> torch.Tensor:
+    """PatchCore local aggregation: 3x3 average pooling per level, levels upsampled to the first
+    level's size and concatenated. ``list[float[B,C_l,h_l,w_l]] -> float[B,sum C_l,h_0,w_0]``."""
+    size = features[0].shape[-2:]
+    pooled = [F.avg_pool2d(f, 3, 1, 1) for f in features]
+    return torch.cat([F.interpolate(p, size=size, mode="bilinear", align_corners=False) if p.shape[-2:] != size else p
+                      for p in pooled], dim=1)
+
+
+def greedy_coreset(bank: torch.Tensor, ratio: float, projection_dim: int = 128, seed: int = 0) -> torch.Tensor:
+    """Indices of a greedy k-center coreset (PatchCore Alg. 1) of ``bank: float[N,D]``.
+
+    Selects ``max(1, round(ratio * N))`` points, each the farthest from those already chosen, on a
+    Johnson-Lindenstrauss random projection to ``projection_dim`` dimensions. Returns ``long[M]``.
+    """
+    n = bank.shape[0]
+    m = max(1, int(round(ratio * n)))
+    if m >= n:
+        return torch.arange(n, device=bank.device)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    if bank.shape[1] > projection_dim:
+        proj = torch.randn(bank.shape[1], projection_dim, generator=gen).to(bank.device) / projection_dim ** 0.5
+        feats = bank @ proj
+    else:
+        feats = bank
+    selected = torch.empty(m, dtype=torch.long, device=bank.device)
+    selected[0] = int(torch.randint(n, (1,), generator=gen))
+    min_dist = torch.linalg.vector_norm(feats - feats[selected[0]], dim=1)
+    for i in range(1, m):
+        selected[i] = torch.argmax(min_dist)
+        min_dist = torch.minimum(min_dist, torch.linalg.vector_norm(feats - feats[selected[i]], dim=1))
+    return selected
+
+
+def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Euclidean distance of each query ``float[Q,D]`` to its nearest bank row ``float[N,D]`` -> ``float[Q]``."""
+    return torch.cat([torch.cdist(q, bank).amin(dim=1) for q in queries.split(chunk)])
+
+
+@register
+class Baseline(AnomalyMethod):
+    """PatchCore-style kNN anomaly detection (no training: a memory bank of normal patches)."""
+
+    name = "baseline"
+    config_class = Config
+
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__(config)
+        cfg = self.config
+        self.backbone = FeatureExtractor(cfg.backbone, cfg.layers, cfg.weights).to(self.device)
+        self.bank = torch.empty(0, sum(self.backbone.channels), device=self.device)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch embeddings ``float[B,D,h,w]`` of normalised images ``float[B,3,H,W]``."""
+        return aggregate_patches(self.backbone(images))
+
+    @torch.no_grad()
+    def fit(self, train: Sequence[Sample], val: Sequence[Sample] | None = None) -> Baseline:
+        """Fill the memory bank with every patch of the normal ``train`` images, then subsample it."""
+        feats = []
+        for batch in progress(self.loader(train), desc="baseline bank", enabled=self.config.progress):
+            emb = self.embed(batch["image"].to(self.device))
+            feats.append(emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]))
+        bank = torch.cat(feats)
+        idx = greedy_coreset(bank, self.config.coreset_ratio, self.config.projection_dim, self.config.seed)
+        self.bank = bank[idx].contiguous()
+        return self
+
+    @torch.no_grad()
+    def predict(self, batch: dict) -> AnomalyResult:
+        """Distance of each test patch to the bank, upsampled to the input size and smoothed."""
+        images = to_device(batch["image"], self.device)
+        emb = self.embed(images)
+        b, d, h, w = emb.shape
+        dist = nearest_distance(emb.permute(0, 2, 3, 1).reshape(-1, d), self.bank, self.config.chunk)
+        patch_maps = dist.view(b, h, w)
+        maps = smooth(upsample(patch_maps, images.shape[-2:]), self.config.sigma)
+        return AnomalyResult(scores=max_score(maps), maps=maps, extras={"patch_maps": patch_maps})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bank": self.bank.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.bank = state["bank"].to(self.device)
+
+
+__all__ = ["Baseline", "Config", "aggregate_patches", "greedy_coreset", "nearest_distance"]
