@@ -16,10 +16,11 @@ Conventions
   scores, labels outside ``{0, 1}``) raises a :class:`ValueError` that names the problem.
 
 AUPRO (MVTec AD) and AUsPRO (MVTec LOCO AD) are computed exactly, over *every* distinct threshold,
-with one global descending sort of all pixel scores: walking down the sorted scores, each normal
+with one global descending sort of the pixel scores: walking down the sorted scores, each normal
 pixel adds ``1 / n_negatives`` to the FPR and each region pixel adds its share to the mean
 (saturated) per-region overlap; the cumulative sums at the last position of every distinct score
-are the curve points. The curve starts at ``(0, 0)``, is linearly interpolated at the FPR limit,
+are the curve points (ties: ``score >= threshold``). Pixels scoring below every threshold that can
+matter for the FPR limit are found by a partition and left out of the sort (same result, faster). The curve starts at ``(0, 0)``, is linearly interpolated at the FPR limit,
 integrated with the trapezoid rule up to the limit and divided by the limit, so the result lies in
 ``[0, 1]`` (1 = every region fully found before any false positive).
 """
@@ -242,9 +243,27 @@ def pixel_ap(maps: Any, masks: Any) -> float:
 # ----------------------------------------------------------------------------------------------
 # PRO / sPRO curves
 # ----------------------------------------------------------------------------------------------
-def _descending(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Order of ``flat`` by descending score and the mask of the last position of each score."""
-    order = np.argsort(flat)[::-1]
+def _descending(flat: np.ndarray, negative: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels that shape the curve up to FPR ``limit``, by descending score.
+
+    Returns ``order`` (flat pixel indices, descending score) and ``last`` (True at the last position
+    of each distinct score: the curve points, ties resolved as ``score >= threshold``).
+
+    Only the pixels scoring at least the ``m``-th highest negative score, ``m = floor(limit * n_neg)
+    + 2``, are sorted (found with an O(n) partition): their curve is exactly the full curve up to the
+    first point whose FPR exceeds ``limit``, which is all that the interpolated area needs. With 100
+    maps of 256x256 and limit 0.3 this sorts about a third of the pixels.
+    """
+    n_neg = int(np.count_nonzero(negative))
+    m = math.floor(limit * n_neg) + 2
+    if limit < 1.0 and m <= n_neg:
+        neg_scores = flat[negative]
+        threshold = np.partition(neg_scores, n_neg - m)[n_neg - m]
+        del neg_scores
+        idx = np.flatnonzero(flat >= threshold)
+        order = idx[np.argsort(flat[idx])[::-1]]
+    else:
+        order = np.argsort(flat)[::-1]
     s = flat[order]
     last = np.empty(s.shape[0], dtype=bool)
     np.not_equal(s[1:], s[:-1], out=last[:-1])
@@ -262,20 +281,22 @@ def _finish_curve(fp_cum: np.ndarray, overlap_cum: np.ndarray, last: np.ndarray,
 def _area_to_limit(fpr: np.ndarray, y: np.ndarray, limit: float) -> float:
     """Trapezoid area under ``y(fpr)`` on ``[0, limit]`` divided by ``limit``.
 
-    ``fpr`` is non-decreasing from 0 to 1. Where ``limit`` falls between two points, ``y`` is
-    linearly interpolated between the last point ``<= limit`` and the next one.
+    ``fpr`` is non-decreasing from 0 and reaches ``limit`` (the curve may stop after the first point
+    beyond ``limit``). Where ``limit`` falls between two points, ``y`` is linearly interpolated
+    between the last point ``<= limit`` and the next one.
     """
     n = int(np.searchsorted(fpr, limit, side="right"))  # points with fpr <= limit
     x, v = fpr[:n], y[:n]
     area = float(np.sum(0.5 * (v[1:] + v[:-1]) * np.diff(x)))
-    if n < fpr.shape[0] and x[-1] < limit:
+    if x[-1] < limit:
         x0, y0, x1, y1 = fpr[n - 1], y[n - 1], fpr[n], y[n]
         y_lim = y0 + (y1 - y0) * (limit - x0) / (x1 - x0)
         area += 0.5 * (y0 + y_lim) * (limit - x0)
     return min(max(area / limit, 0.0), 1.0)
 
 
-def _pro_curve(m: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _pro_curve(m: np.ndarray, gt: np.ndarray, limit: float = 1.0) -> tuple[np.ndarray, np.ndarray] | None:
+    """PRO curve (complete with ``limit=1``, else up to the first point beyond ``limit``)."""
     labels, n_regions = ndimage.label(gt, structure=_STRUCTURE_STACK)
     n_neg = int(gt.size - np.count_nonzero(gt))
     if n_regions == 0 or n_neg == 0:
@@ -284,9 +305,10 @@ def _pro_curve(m: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray] |
     areas = np.bincount(labels.ravel()).astype(np.float64)
     per_label = np.zeros_like(areas)
     per_label[1:] = 1.0 / (areas[1:] * n_regions)
-    order, last = _descending(m.ravel())
-    labels_sorted = labels.ravel()[order]
-    del labels
+    labels = labels.ravel()
+    order, last = _descending(m.ravel(), labels == 0, limit)
+    labels_sorted = labels[order]
+    del labels, order
     fp_cum = np.cumsum(labels_sorted == 0)
     overlap_cum = np.cumsum(per_label[labels_sorted])
     return _finish_curve(fp_cum, overlap_cum, last, n_neg)
@@ -321,7 +343,7 @@ def aupro(maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
 
     See :func:`pro_curve` for the curve. The curve is interpolated at ``fpr_limit``, integrated with
     the trapezoid rule and divided by ``fpr_limit``, so the result is in ``[0, 1]``. Exact (all
-    distinct thresholds); memory ~40 bytes per pixel (100 maps of 256x256: ~0.3 GB).
+    distinct thresholds); 100 maps of 256x256 take well under a second and a few hundred MB.
 
     Args:
         maps: ``float[N, H, W]`` anomaly maps (raw scores, no sigmoid needed).
@@ -333,7 +355,7 @@ def aupro(maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
     """
     limit = _check_limit(fpr_limit, "fpr_limit")
     m = _maps_3d(maps)
-    curve = _pro_curve(m, _masks_3d(masks, m.shape))
+    curve = _pro_curve(m, _masks_3d(masks, m.shape), limit)
     if curve is None:
         return NAN
     return _area_to_limit(*curve, limit)
@@ -342,19 +364,25 @@ def aupro(maps: Any, masks: Any, fpr_limit: float = 0.3) -> float:
 RegionList = Sequence[Sequence[tuple[Any, "float | None"]]]
 
 
-def _spro_curve(m: np.ndarray, regions: RegionList) -> tuple[np.ndarray, np.ndarray] | None:
+def _spro_curve(m: np.ndarray, regions: RegionList, limit: float = 1.0) -> tuple[np.ndarray, np.ndarray] | None:
+    """sPRO curve (complete with ``limit=1``, else up to the first point beyond ``limit``)."""
     n, h, w = m.shape
     if len(regions) != n:
         raise ValueError(f"regions has {len(regions)} entries but maps has {n} images: they must match.")
     hw = h * w
     good = np.array([len(r) == 0 for r in regions], dtype=bool)
     n_neg = int(good.sum()) * hw
-    order, last = _descending(m.ravel())
-    rank = np.empty(order.shape[0], dtype=np.int64)
-    rank[order] = np.arange(order.shape[0])
+    if n_neg == 0:
+        order, last = np.arange(n * hw), np.ones(n * hw, dtype=bool)
+    else:
+        order, last = _descending(m.ravel(), np.repeat(good, hw), limit)
+    n_sorted = order.shape[0]
+    rank = np.full(n * hw, n_sorted, dtype=np.int64)  # pixels left out of the sort rank last
+    rank[order] = np.arange(n_sorted)
 
     positions: list[np.ndarray] = []
     shares: list[np.ndarray] = []
+    n_regions = 0
     for i, image_regions in enumerate(regions):
         for j, item in enumerate(image_regions):
             try:
@@ -382,15 +410,17 @@ def _spro_curve(m: np.ndarray, regions: RegionList) -> tuple[np.ndarray, np.ndar
             # the ceil(sat)-th pixel, which keeps the cap at 1 exact.
             n_eff = min(area, math.ceil(sat))
             r = np.sort(rank[idx + i * hw])[:n_eff]
-            positions.append(r)
-            shares.append(np.clip(sat - np.arange(n_eff, dtype=np.float64), 0.0, 1.0) / sat)
-    n_regions = len(positions)
+            share = np.clip(sat - np.arange(n_eff, dtype=np.float64), 0.0, 1.0) / sat
+            sorted_ = r < n_sorted
+            positions.append(r[sorted_])
+            shares.append(share[sorted_])
+            n_regions += 1
     if n_regions == 0 or n_neg == 0:
         return None
-    gain = np.bincount(np.concatenate(positions), weights=np.concatenate(shares), minlength=order.shape[0])
+    gain = np.bincount(np.concatenate(positions), weights=np.concatenate(shares), minlength=n_sorted)
     overlap_cum = np.cumsum(gain / n_regions)
     del gain, rank
-    fp_cum = np.cumsum(np.repeat(good, hw)[order])
+    fp_cum = np.cumsum(good[order // hw])
     return _finish_curve(fp_cum, overlap_cum, last, n_neg)
 
 
@@ -433,7 +463,7 @@ def auspro(maps: Any, regions: RegionList, fpr_limit: float = 0.05) -> float:
         AUsPRO in ``[0, 1]``; ``nan`` when there is no region or no good image.
     """
     limit = _check_limit(fpr_limit, "fpr_limit")
-    curve = _spro_curve(_maps_3d(maps), regions)
+    curve = _spro_curve(_maps_3d(maps), regions, limit)
     if curve is None:
         return NAN
     return _area_to_limit(*curve, limit)

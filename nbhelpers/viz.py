@@ -229,8 +229,8 @@ def overlay_maps(images: Sequence[Any], maps: Sequence[Any], masks: Sequence[Any
         raise ValueError(f"overlay_maps: {len(masks)} masks for {len(images)} images.")
     disp = [to_display(im) for im in images]
     mps = [_to_map(m) for m in maps]
+    finite = np.concatenate([m[np.isfinite(m)].ravel() for m in mps])  # scale of the maps as given
     mps = [m if m.shape == d.shape[:2] else _resize(m, d.shape[:2]) for m, d in zip(mps, disp)]
-    finite = np.concatenate([m[np.isfinite(m)].ravel() for m in mps])
     lo = float(vmin) if vmin is not None else float(finite.min()) if finite.size else 0.0
     hi = float(vmax) if vmax is not None else float(finite.max()) if finite.size else 1.0
     if hi <= lo:

@@ -172,6 +172,19 @@ def test_aupro_matches_per_threshold_reference(seed, rounded, limit):
     assert M.aupro(maps, masks, fpr_limit=limit) == pytest.approx(ref_aupro(maps, masks, limit), abs=1e-6)
 
 
+def test_limited_curves_equal_the_full_curves():
+    """aupro/auspro sort only the pixels that reach the FPR limit: same area as the full curve."""
+    rng = np.random.default_rng(11)
+    masks = blob_masks(rng, n=8, size=32, empty=(0, 3, 5))
+    maps = np.round(rng.random(masks.shape) + 0.3 * masks, 1)  # coarse: many ties at the cut
+    regions = loco_regions(rng, masks, lambda r, c: float(r.uniform(0.1, 1.0) * c.sum()))
+    pro = M.pro_curve(maps, masks)
+    spro = M.spro_curve(maps, regions)
+    for limit in (1e-4, 0.003, 0.01, 0.05, 0.1, 0.2999, 0.3, 0.5, 0.99, 1.0):
+        assert M.aupro(maps, masks, limit) == pytest.approx(ref_area(*pro, limit), abs=1e-12)
+        assert M.auspro(maps, regions, limit) == pytest.approx(ref_area(*spro, limit), abs=1e-12)
+
+
 def test_aupro_uses_8_connectivity_per_image():
     masks = np.zeros((2, 6, 6), dtype=bool)
     masks[0, 1, 1] = masks[0, 2, 2] = True  # diagonal neighbours: one region

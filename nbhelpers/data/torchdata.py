@@ -54,7 +54,8 @@ def union_mask(sample: Sample, size: int) -> np.ndarray:
 def load_regions(sample: Sample, size: int) -> list[tuple[np.ndarray, float]]:
     """Per-region masks at ``size`` with their sPRO saturation in pixels at that size.
 
-    Returns ``[(bool[size,size], saturation_pixels), ...]``; empty for normal samples. Absolute
+    Returns ``[(bool[size,size], saturation_pixels), ...]``; empty for normal samples. A region too
+    small to survive the resize keeps its centre pixel, so an anomalous image never turns "good". Absolute
     saturation thresholds are given at the native mask resolution and are scaled by the area ratio.
     """
     from nbhelpers.metrics import saturation_pixels
@@ -63,8 +64,11 @@ def load_regions(sample: Sample, size: int) -> list[tuple[np.ndarray, float]]:
     for region in sample.regions:
         native = read_mask(region.mask)
         mask = resize_mask(native, size)
-        if not mask.any():
+        if not native.any():
             continue
+        if not mask.any():  # a region smaller than one output pixel keeps the pixel at its centre
+            ys, xs = np.nonzero(native)
+            mask[int(ys.mean() * size / native.shape[0]), int(xs.mean() * size / native.shape[1])] = True
         scale = mask.size / native.size
         out.append((mask, saturation_pixels(region, mask, scale=scale)))
     return out

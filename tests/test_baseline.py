@@ -1,0 +1,97 @@
+"""The baseline honours the method contract and finds SynthAD's structural defects."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nbhelpers.benchmark import format_table, run_benchmark
+from nbhelpers.cli import main
+from nbhelpers.data.layouts import load_split
+from nbhelpers.errors import ConfigError
+from nbhelpers.methods import available, create, get, get_config
+from nbhelpers.methods.base import AnomalyResult, PRESET_NAMES
+from nbhelpers.methods.baseline import aggregate_patches, greedy_coreset, nearest_distance
+from nbhelpers.train import CheckpointError
+
+
+def test_registry_and_presets():
+    assert "baseline" in available()
+    for preset in PRESET_NAMES:
+        cfg = get_config("baseline", preset)
+        assert cfg.image_size > 0
+    with pytest.raises(ConfigError, match="valid methods"):
+        get("nope")
+    with pytest.raises(ConfigError, match="valid presets"):
+        get_config("baseline", "huge")
+    with pytest.raises(ConfigError, match="bogus"):
+        get_config("baseline", "smoke", bogus=1)
+
+
+def test_nearest_distance_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    q, bank = torch.randn(50, 8, generator=g), torch.randn(70, 8, generator=g)
+    brute = torch.tensor([min(float((a - b).norm()) for b in bank) for a in q])
+    torch.testing.assert_close(nearest_distance(q, bank, chunk=7), brute, rtol=1e-4, atol=1e-4)
+
+
+def test_greedy_coreset_covers_clusters():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0], [10, 0], [0, 10], [10, 10]])
+    points = torch.cat([c + 0.1 * torch.randn(100, 2, generator=g) for c in centers])
+    idx = greedy_coreset(points, ratio=4 / 400, projection_dim=8)
+    assert len(idx) == 4
+    assert len({int(i) // 100 for i in idx}) == 4  # one point from each cluster
+    assert len(greedy_coreset(points, ratio=1.0)) == 400
+
+
+def test_aggregate_patches_shape():
+    out = aggregate_patches([torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4)])
+    assert out.shape == (2, 10, 8, 8)
+
+
+def test_fit_predict_save_load(synth_root, tmp_path):
+    split = load_split(synth_root, "brick")
+    model = create("baseline", "smoke", device="cpu").fit(split.train)
+    batch = next(iter(model.loader(split.test[:4])))
+    res = model.predict(batch)
+    assert isinstance(res, AnomalyResult)
+    assert res.scores.shape == (4,) and res.maps.shape == (4, 64, 64)
+    torch.testing.assert_close(res.scores, res.maps.flatten(1).amax(1))
+    path = model.save(tmp_path / "m.pt")
+    again = create("baseline", "smoke", device="cpu").load(path)
+    torch.testing.assert_close(again.predict(batch).maps, res.maps)
+    with pytest.raises(CheckpointError):
+        again.load(tmp_path / "missing.pt")
+
+
+def test_same_seed_same_scores(synth_root):
+    split = load_split(synth_root, "gravel")
+    a = create("baseline", "smoke", device="cpu", seed=1).fit(split.train).predict_all(split.test)
+    b = create("baseline", "smoke", device="cpu", seed=1).fit(split.train).predict_all(split.test)
+    assert torch.equal(a["scores"], b["scores"])
+
+
+def test_bench_on_structural_and_logical(synth_root, tmp_path):
+    row = run_benchmark("baseline", synth_root, "brick", preset="smoke", output=tmp_path / "r.json")
+    for key in ("image_auroc", "pixel_auroc", "aupro", "fit_s", "ms_per_image", "peak_mem_mb"):
+        assert key in row and not math.isnan(row[key])
+    assert row["pixel_auroc"] > 0.6  # far above chance even at 64 px with 8 training images
+    assert json.loads((tmp_path / "r.json").read_text())["category"] == "brick"
+    logical = [c for c, v in json.loads((synth_root / "synthad.json").read_text())["categories"].items() if v["layout"] == "mvtec_loco"]
+    row2 = run_benchmark("baseline", synth_root, logical[0], preset="smoke")
+    assert 0.0 <= row2["auspro"] <= 1.0
+    table = format_table([row, row2])
+    assert "AUsPRO" in table or "auspro" in table.lower()
+
+
+def test_cli_bench(synth_root, tmp_path, capsys):
+    code = main(["bench", "--method", "baseline", "--data", str(synth_root), "--category", "brick",
+                 "--preset", "smoke", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "brick" in out and "|" in out
+    assert json.loads((tmp_path / "results.json").read_text())[0]["method"] == "baseline"
+    assert main(["bench", "--method", "nope", "--data", str(synth_root), "--category", "brick", "--out", str(tmp_path)]) == 1
+    assert main(["bench", "--data", str(tmp_path / "missing"), "--category", "x"]) == 2

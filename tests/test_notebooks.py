@@ -1,0 +1,43 @@
+"""Every notebook runs under papermill with the smoke preset and writes its metrics JSON."""
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from nbhelpers.runner import PARAMETER_KEYS, discover, notebook_parameters, parameters_cell_names, run_collection
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = discover(ROOT / "notebooks")
+
+
+def test_there_are_numbered_notebooks():
+    assert [p.name[:2] for p in NOTEBOOKS][:2] == ["00", "01"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stripped_and_parameterised(path):
+    nb = nbformat.read(str(path), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []), "first code cell must be tagged 'parameters'"
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit notebooks stripped"
+    assert "widgets" not in nb.metadata
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    # the runner's parameters (for every preset) must exist in the notebook: papermill only warns otherwise
+    assert set(notebook_parameters("smoke", ".", ".")) == set(PARAMETER_KEYS) <= parameters_cell_names(path)
+    for cell in code:
+        assert "nn.Module" not in cell.source, "model code belongs in nbhelpers"
+        assert "matplotlib.use" not in cell.source and "TODO" not in cell.source
+
+
+@pytest.mark.notebooks
+def test_all_notebooks_execute_with_smoke_preset(synth_root, tmp_path):
+    runs = run_collection(ROOT / "notebooks", tmp_path / "reports", preset="smoke", data_root=synth_root, timeout=600)
+    failed = {r.name: f"cell {r.failed_cell}: {r.error}" for r in runs if r.status != "ok"}
+    assert not failed, failed
+    assert len(runs) == len(NOTEBOOKS)
+    for run in runs:
+        assert run.metrics, f"{run.name} wrote no metrics.json"
+        html = Path(run.html).read_text()
+        assert "data:image/png;base64" in html, f"{run.name}: no figure in the HTML export"
+    index = (tmp_path / "reports" / "index.html").read_text()
+    assert all(p.stem in index for p in NOTEBOOKS)
