@@ -639,7 +639,7 @@ def _capsule(rng: np.random.Generator, drng: np.random.Generator | None, size: i
     if defect is None:
         return img, []
     if defect.name == "deformation":
-        dent = (drng.uniform(-0.45, 0.45) * Lc, drng.uniform(0.08, 0.14) * size, drng.uniform(0.2, 0.3),
+        dent = (drng.uniform(-0.45, 0.45) * Lc, drng.uniform(0.05, 0.09) * size, drng.uniform(0.2, 0.3),
                 float(drng.choice([-1, 1])))
         img2, alpha2, h2 = draw(dent)
         return img2, [_changed(alpha, alpha2, h, h2, size)]
@@ -735,7 +735,7 @@ def _cap_part(size: int, cy: float, cx: float, R: float) -> tuple[np.ndarray, np
 
 
 def _bolt_part(size: int, cy: float, cx: float, R: float, ang: float) -> tuple[np.ndarray, np.ndarray]:
-    a, h, _ = _screw_geometry(size, cy, cx, ang, 1.7 * R, 0.2 * R, 0.38 * R, 0.22 * R, 0.0)
+    a, h, _ = _screw_geometry(size, cy, cx, ang, 2.1 * R, 0.22 * R, 0.42 * R, 0.26 * R, 0.0)
     return a, h
 
 
