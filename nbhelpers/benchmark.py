@@ -4,8 +4,10 @@ Used by ``nbhelpers bench`` and by the notebooks, so every method is measured th
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import random
 import resource
 import sys
 import time
@@ -16,7 +18,7 @@ from typing import Any
 import torch
 
 from nbhelpers.data.layouts import load_split
-from nbhelpers.data.records import Split
+from nbhelpers.data.records import Sample, Split
 from nbhelpers.data.torchdata import load_regions
 from nbhelpers.methods.base import AnomalyMethod, create
 from nbhelpers.metrics import METRIC_NAMES, evaluate
@@ -31,6 +33,31 @@ def peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def hold_out_anomalies(split: Split, n: int, seed: int = 0) -> tuple[list[Sample], Split]:
+    """Take ``n`` anomalous test samples out of ``split`` as *seen* anomalies for training.
+
+    Picks them round-robin over defect types (seeded), and returns ``(seen, split_without_them)``
+    so that evaluation never scores an image the method trained on.
+    """
+    if n <= 0:
+        return [], split
+    rng = random.Random(seed)
+    by_defect: dict[str, list[Sample]] = {}
+    for s in split.test:
+        if s.label == 1:
+            by_defect.setdefault(s.defect, []).append(s)
+    for group in by_defect.values():
+        rng.shuffle(group)
+    seen: list[Sample] = []
+    while len(seen) < n and any(by_defect.values()):
+        for group in by_defect.values():
+            if group and len(seen) < n:
+                seen.append(group.pop())
+    taken = set(id(s) for s in seen)
+    rest = dataclasses.replace(split, test=[s for s in split.test if id(s) not in taken])
+    return seen, rest
 
 
 def evaluate_method(method: AnomalyMethod, split: Split, keep_predictions: bool = False) -> dict[str, Any]:
@@ -65,22 +92,26 @@ def run_benchmark(method: str, data_root: str | Path, category: str, preset: str
                   keep_predictions: bool = False, **overrides: Any) -> dict[str, Any]:
     """Fit ``method`` (registry name) with ``preset`` on ``category`` of ``data_root`` and evaluate it.
 
+    Methods that train on a few real anomalies (``config.seen_anomalies > 0``) get them from the test
+    split via :func:`hold_out_anomalies`, and they are not evaluated.
+
     Returns one result row: metrics (see :func:`nbhelpers.metrics.evaluate`), ``fit_s``,
     ``ms_per_image``, ``peak_mem_mb``, ``n_train``, ``n_test``, ``device``, ``seed``, ``preset``. With
     ``output`` the row is also written there as JSON.
     """
     split = load_split(data_root, category, layout=layout)
     model = create(method, preset, device=device, seed=seed, **overrides)
+    seen, split = hold_out_anomalies(split, model.seen_anomalies, seed)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
     t0 = time.perf_counter()
-    model.fit(split.train, split.val or None)
+    model.fit(split.train, split.val or None, anomalies=seen or None)
     if model.device.type == "cuda":
         torch.cuda.synchronize(model.device)
     fit_s = time.perf_counter() - t0
     result = evaluate_method(model, split, keep_predictions=keep_predictions)
     row = {"method": method, "category": category, "layout": split.layout, "preset": preset, "seed": seed,
-           "device": str(model.device), "n_train": len(split.train), "fit_s": fit_s,
+           "device": str(model.device), "n_train": len(split.train), "n_seen_anomalies": len(seen), "fit_s": fit_s,
            "peak_mem_mb": peak_memory_mb(model.device), **result}
     if output is not None:
         path = Path(output)

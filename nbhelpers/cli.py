@@ -45,6 +45,20 @@ def _categories(data: str, category: str, layout: str) -> list[str]:
     return list_categories(data, layout) if category == "all" else category.split(",")
 
 
+def _overrides(args: argparse.Namespace) -> dict:
+    """Config overrides from ``--set key=value`` (values parsed as JSON when possible) and ``--seen-anomalies``."""
+    out = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    if args.seen_anomalies is not None:
+        out["seen_anomalies"] = args.seen_anomalies
+    return out
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from nbhelpers.benchmark import format_table, run_benchmark
 
@@ -55,7 +69,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             try:
                 rows.append(run_benchmark(method, args.data, cat, preset=args.preset, layout=args.layout,
                                           device=args.device, seed=args.seed,
-                                          output=out / f"{method}_{cat}_{args.preset}.json"))
+                                          output=out / f"{method}_{cat}_{args.preset}.json", **_overrides(args)))
             except NbhelpersError as exc:
                 failures.append(f"{method}/{cat}: {exc}")
                 print(f"FAILED {method}/{cat}: {exc}", file=sys.stderr)
@@ -69,12 +83,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from nbhelpers.benchmark import hold_out_anomalies
     from nbhelpers.data.layouts import load_split
     from nbhelpers.methods import create
 
     split = load_split(args.data, args.category, layout=args.layout)
-    model = create(args.method, args.preset, device=args.device, seed=args.seed)
-    model.fit(split.train, split.val or None)
+    model = create(args.method, args.preset, device=args.device, seed=args.seed, **_overrides(args))
+    seen, split = hold_out_anomalies(split, model.seen_anomalies, args.seed)
+    model.fit(split.train, split.val or None, anomalies=seen or None)
     print(f"saved {model.save(args.out)}")
     return 0
 
@@ -85,7 +101,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from nbhelpers.methods import create
 
     split = load_split(args.data, args.category, layout=args.layout)
-    model = create(args.method, args.preset, device=args.device, seed=args.seed).load(args.checkpoint)
+    model = create(args.method, args.preset, device=args.device, seed=args.seed, **_overrides(args)).load(args.checkpoint)
     row = {"method": args.method, "category": args.category, **evaluate_method(model, split)}
     print(format_table([row]))
     return 0
@@ -121,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--preset", default="cpu")
         q.add_argument("--device", default="auto")
         q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+        q.add_argument("--seen-anomalies", type=int, default=None, help="real anomalies to train on (PRN)")
 
     b = sub.add_parser("bench", help="fit + evaluate methods on categories; print a table, write JSON")
     common(b)

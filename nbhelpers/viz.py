@@ -522,3 +522,48 @@ def feature_maps(features: Sequence[Any], names: Sequence[str] | None = None, n_
             axes[r, 0].set_ylabel(f"{name}\n{a.shape[0]}x{a.shape[1]}x{a.shape[2]}", fontsize=8)
         fig.tight_layout()
     return _finish(fig)
+
+
+def heatmap_grid(maps: Sequence[Any], titles: Sequence[str] | None = None, ncols: int = 6, size: float = 2.0,
+                 cmap: str = "viridis", shared_scale: bool = False, marker: tuple[int, int] | None = None,
+                 background: Any | None = None, suptitle: str | None = None):
+    """A grid of 2-D heat maps (attention / correlation / residual maps), each with its own colour
+    scale unless ``shared_scale``; ``marker=(row, col)`` marks a query position on every panel;
+    ``background`` (an image) is drawn under semi-transparent maps.
+
+    Args:
+        maps: ``float[h, w]`` arrays or tensors, one per panel.
+    """
+    plt = _plt()
+    arrays = [_to_map(m) for m in maps]
+    if not arrays:
+        raise ValueError("heatmap_grid: no maps given.")
+    if titles is not None and len(titles) != len(arrays):
+        raise ValueError(f"heatmap_grid: {len(titles)} titles for {len(arrays)} maps.")
+    lo = min(float(a.min()) for a in arrays) if shared_scale else None
+    hi = max(float(a.max()) for a in arrays) if shared_scale else None
+    bg = to_display(background) if background is not None else None
+    nrows, ncols = _grid(len(arrays), ncols)
+    with _style():
+        fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if suptitle else 0)),
+                                 squeeze=False)
+        for k, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if k >= len(arrays):
+                continue
+            a = arrays[k]
+            if bg is not None:
+                ax.imshow(bg, extent=(-0.5, a.shape[1] - 0.5, a.shape[0] - 0.5, -0.5))
+            im = ax.imshow(a, cmap=cmap, vmin=lo, vmax=hi, alpha=0.6 if bg is not None else 1.0,
+                           interpolation="nearest")
+            if marker is not None:
+                ax.plot(marker[1], marker[0], marker="x", color="red", markersize=8, mew=2)
+            if titles is not None:
+                ax.set_title(str(titles[k]), fontsize=9)
+            if not shared_scale:
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        if shared_scale:
+            fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02)
+        if suptitle:
+            fig.suptitle(suptitle)
+    return _finish(fig)

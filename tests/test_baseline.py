@@ -12,7 +12,8 @@ from nbhelpers.data.layouts import load_split
 from nbhelpers.errors import ConfigError
 from nbhelpers.methods import available, create, get, get_config
 from nbhelpers.methods.base import AnomalyResult, PRESET_NAMES
-from nbhelpers.methods.baseline import aggregate_patches, greedy_coreset, nearest_distance
+from nbhelpers.coreset import greedy_coreset, nearest_distance
+from nbhelpers.methods.baseline import aggregate_patches
 from nbhelpers.train import CheckpointError
 
 
@@ -94,4 +95,17 @@ def test_cli_bench(synth_root, tmp_path, capsys):
     assert "brick" in out and "|" in out
     assert json.loads((tmp_path / "results.json").read_text())[0]["method"] == "baseline"
     assert main(["bench", "--method", "nope", "--data", str(synth_root), "--category", "brick", "--out", str(tmp_path)]) == 1
-    assert main(["bench", "--data", str(tmp_path / "missing"), "--category", "x"]) == 2
+    assert main(["bench", "--data", str(tmp_path / "missing"), "--category", "x", "--out", str(tmp_path)]) == 1
+    assert "missing" in capsys.readouterr().err
+
+
+def test_hold_out_anomalies_excludes_seen(synth_root):
+    from nbhelpers.benchmark import hold_out_anomalies
+
+    split = load_split(synth_root, "brick")
+    seen, rest = hold_out_anomalies(split, 3, seed=0)
+    assert len(seen) == 3 and all(s.label == 1 for s in seen)
+    assert len({s.defect for s in seen}) == 3  # one of each defect type first
+    assert not {s.image for s in seen} & {s.image for s in rest.test}
+    assert len(rest.test) == len(split.test) - 3
+    assert hold_out_anomalies(split, 0)[1] is split

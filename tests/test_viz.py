@@ -218,3 +218,17 @@ def test_no_open_figures_left():
     viz.sample_grid(_images(2))
     viz.metric_bars(TABLE, "image_auroc")
     assert set(plt.get_fignums()) == before
+
+
+def test_heatmap_grid_closed_with_marker(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from nbhelpers.viz import heatmap_grid
+
+    maps = [np.random.default_rng(i).random((6, 6)) for i in range(3)]
+    fig = heatmap_grid(maps, titles=["a", "b", "c"], ncols=2, marker=(2, 3), shared_scale=True)
+    assert not plt.fignum_exists(fig.number)
+    assert sum(len(ax.images) for ax in fig.axes) == 3
+    fig.savefig(tmp_path / "h.png")
+    with pytest.raises(ValueError, match="titles"):
+        heatmap_grid(maps, titles=["a"])

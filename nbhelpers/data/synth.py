@@ -62,6 +62,7 @@ __all__ = [
     "SYNTH_PRESETS",
     "CategorySpec",
     "DefectType",
+    "PlannedFile",
     "category_plan",
     "ensure",
     "generate",
@@ -155,7 +156,8 @@ class CategorySpec:
         for d in self.defect_types:
             if d.name == name:
                 return d
-        raise ConfigError(f"SynthAD category {self.name!r} has no defect {name!r}; valid: {', '.join(self.defect_names)}.")
+        raise ConfigError(f"SynthAD category {self.name!r} has no defect {name!r}; "
+                          f"valid: {', '.join(self.defect_names)}.")
 
 
 # ------------------------------------------------------------------------------------- primitives
@@ -172,11 +174,23 @@ def _f32(*values: float) -> np.ndarray:
     return np.array(values, dtype=np.float32)
 
 
+@lru_cache(maxsize=32)
+def _upsampler(size: int, cells: int) -> np.ndarray:
+    """``[size, cells + 2]`` cubic B-spline weights that upsample a coarse grid (separably)."""
+    x = (np.arange(size, dtype=np.float64) + 0.5) * cells / size + 0.5
+    t = np.abs(x[:, None] - np.arange(cells + 2)[None, :])
+    w = np.where(t < 1, 2 / 3 - t ** 2 + t ** 3 / 2, np.where(t < 2, (2 - t) ** 3 / 6, 0.0))
+    w = (w / w.sum(1, keepdims=True)).astype(np.float32)
+    w.setflags(write=False)
+    return w
+
+
 def _value_noise(rng: np.random.Generator, size: int, cells: float) -> np.ndarray:
     """Smooth zero-mean, unit-std noise with about ``cells`` blobs across the image."""
     cells = max(2, int(round(cells)))
     low = rng.standard_normal((cells + 2, cells + 2)).astype(np.float32)
-    up = ndi.zoom(low, size / cells, order=3, mode="nearest", prefilter=False)[:size, :size]
+    w = _upsampler(size, cells)
+    up = w @ low @ w.T
     up -= up.mean()
     return up / (up.std() + 1e-6)
 
@@ -219,11 +233,15 @@ def _dilate(mask: np.ndarray, size: int, frac: float = 1 / 128) -> np.ndarray:
     return ndi.binary_dilation(mask, iterations=it)
 
 
-def _changed(alpha: np.ndarray, alpha2: np.ndarray, h: np.ndarray, h2: np.ndarray, size: int) -> np.ndarray:
-    """Ground truth of a shape deformation: where the silhouette or the surface height visibly changed."""
-    dh = np.abs(h2 - h) * ((alpha > 0.5) | (alpha2 > 0.5))
+def _changed(img: np.ndarray, img2: np.ndarray, alpha: np.ndarray, alpha2: np.ndarray, h: np.ndarray,
+             h2: np.ndarray, size: int) -> np.ndarray:
+    """Ground truth of a shape deformation: where the silhouette, the surface height or the object's
+    shading visibly changed (drop-shadow changes on the background excluded), slightly dilated."""
+    on_object = (alpha > 0.5) | (alpha2 > 0.5)
+    dh = np.abs(h2 - h) * on_object
     thr = max(0.5 * size / 256, 0.2 * float(dh.max()))
-    return _dilate(((alpha2 > 0.5) ^ (alpha > 0.5)) | (dh > thr), size, 1 / 64)
+    shading = (np.abs(img2 - img).max(-1) > 0.08) & on_object
+    return _dilate(((alpha2 > 0.5) ^ (alpha > 0.5)) | (dh > thr) | shading, size, 1 / 64)
 
 
 def _resample(points: np.ndarray, step: float = 0.5) -> np.ndarray:
@@ -422,7 +440,7 @@ def _photo(name: str) -> np.ndarray:
     return g
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=32)
 def _photo_filtered(name: str, blur: float) -> np.ndarray:
     g = _photo(name)
     out = ndi.gaussian_filter(g, blur) if blur > 0.3 else g.copy()
@@ -453,9 +471,9 @@ def _texture(name: str) -> RenderFn:
         half = fov / 2 * (abs(c) + abs(s)) + 2
         centre = rng.uniform(half, src - half, 2)
         contrast, bright = rng.uniform(0.85, 1.15), rng.uniform(-0.06, 0.06)
-        tint = 1.0 + rng.normal(0, 0.03, 3).astype(np.float32)
+        tint = 1.0 + rng.normal(0, 0.02, 3).astype(np.float32)
         ratio = fov / size
-        photo = _photo_filtered(name, round(max(0.0, (ratio - 1) * 0.5), 1))
+        photo = _photo_filtered(name, round(max(0.0, (ratio - 1) * 0.5) * 4) / 4)  # anti-aliasing
         mat = np.array([[c, -s], [s, c]]) * ratio
         offset = centre - mat @ np.array([size / 2, size / 2])
         g = ndi.affine_transform(photo, mat, offset=offset, output_shape=(size, size), order=1, mode="reflect")
@@ -518,7 +536,7 @@ def _washer(rng: np.random.Generator, drng: np.random.Generator | None, size: in
     if name == "deformation":
         dent = (drng.uniform(0, 2 * np.pi), drng.uniform(0.06, 0.1), drng.uniform(0.12, 0.22))
         img2, alpha2, h2 = draw(dent)
-        return img2, [_changed(alpha, alpha2, h, h2, size)]
+        return img2, [_changed(img, img2, alpha, alpha2, h, h2, size)]
     inside = np.minimum(R - rho, rho - r)
     support = inside > 0.1 * R
     if name == "crack":
@@ -579,7 +597,8 @@ def _screw(rng: np.random.Generator, drng: np.random.Generator | None, size: int
     phase = rng.uniform(0, 2 * np.pi)
     light = _light(rng.uniform(-2.6, -1.9), rng.uniform(0.7, 1.0))
     metal = _f32(0.55, 0.56, 0.58) * np.float32(rng.uniform(0.9, 1.1))
-    bg = _f32(0.80, 0.80, 0.78) * np.float32(rng.uniform(0.95, 1.03)) * (1 + 0.03 * _value_noise(rng, size, 4))[..., None]
+    bg = _f32(0.80, 0.80, 0.78) * np.float32(rng.uniform(0.95, 1.03))
+    bg = bg * (1 + 0.03 * _value_noise(rng, size, 4))[..., None]
     bg = bg + _grain(rng, size, 0.012)
     grain = _grain(rng, size, 0.008)
 
@@ -594,7 +613,7 @@ def _screw(rng: np.random.Generator, drng: np.random.Generator | None, size: int
     if defect.name == "deformation":
         damage = (drng.uniform(0.35, 0.8) * L, drng.uniform(0.035, 0.06) * L, float(drng.choice([-1, 1])))
         img2, alpha2, h2, _ = draw(damage)
-        return img2, [_changed(alpha, alpha2, h, h2, size)]
+        return img2, [_changed(img, img2, alpha, alpha2, h, h2, size)]
     support = ndi.binary_erosion(alpha > 0.5, iterations=max(1, size // 96))
     if defect.name == "scratch" and drng.random() < 0.5:  # scratch on the head, as in MVTec's scratch_head
         support &= t < 0.16 * L
@@ -642,7 +661,7 @@ def _capsule(rng: np.random.Generator, drng: np.random.Generator | None, size: i
         dent = (drng.uniform(-0.45, 0.45) * Lc, drng.uniform(0.05, 0.09) * size, drng.uniform(0.2, 0.3),
                 float(drng.choice([-1, 1])))
         img2, alpha2, h2 = draw(dent)
-        return img2, [_changed(alpha, alpha2, h, h2, size)]
+        return img2, [_changed(img, img2, alpha, alpha2, h, h2, size)]
     support = ndi.binary_erosion(alpha > 0.5, iterations=max(1, size // 32))
     kw = {"radius": (0.02, 0.035)} if defect.name == "hole" else {}
     img, mask = _SURFACE[defect.name](img, drng, support, size, clip=alpha, **kw)
@@ -663,7 +682,8 @@ def _hex_nut(size: int, cy: float, cx: float, rot: float, Rn: float) -> tuple[np
     inside = np.minimum(-dh, rho - rh)
     alpha = np.clip(inside + 0.5, 0, 1)
     h = _bevel(inside, 0.2 * apo, 0.25 * apo) - 0.6 * np.clip(rho - 0.9 * apo, 0, None)  # chamfered corners
-    thread = 0.04 * apo * np.sin(rho * 2 * np.pi / max(1.0, 0.12 * apo)) * np.clip((rh * 1.25 - rho) / (0.25 * rh), 0, 1)
+    thread = 0.04 * apo * np.sin(rho * 2 * np.pi / max(1.0, 0.12 * apo))  # thread inside the hole
+    thread = thread * np.clip((rh * 1.25 - rho) / (0.25 * rh), 0, 1)
     return alpha.astype(np.float32), (h + thread).astype(np.float32)
 
 
@@ -814,7 +834,8 @@ def _tube(size: int, path: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray
 def _cables(rng: np.random.Generator, drng: np.random.Generator | None, size: int,
             defect: DefectType | None) -> tuple[np.ndarray, list[np.ndarray]]:
     light = _light(rng.uniform(-2.5, -2.0), rng.uniform(0.8, 1.0))
-    bg = _f32(0.84, 0.85, 0.82) * np.float32(rng.uniform(0.96, 1.03)) * (1 + 0.03 * _value_noise(rng, size, 5))[..., None]
+    bg = _f32(0.84, 0.85, 0.82) * np.float32(rng.uniform(0.96, 1.03))
+    bg = bg * (1 + 0.03 * _value_noise(rng, size, 5))[..., None]
     bg = bg + _grain(rng, size, 0.01)
     cy = size * (0.5 + rng.uniform(-0.03, 0.03))
     blocks = [size * (0.12 + rng.uniform(-0.01, 0.01)), size * (0.88 + rng.uniform(-0.01, 0.01))]
@@ -1005,7 +1026,11 @@ def _resolve(categories: list[str] | str | None) -> list[str]:
 
 
 @dataclass(frozen=True)
-class _Job:
+class PlannedFile:
+    """One image :func:`generate` writes: its path (relative to the category folder), the
+    ``split``/``index``/``defect`` it is rendered from and its mask path (file for MVTec AD, folder
+    for MVTec LOCO; ``None`` for normal images)."""
+
     relpath: str
     split: str
     index: int
@@ -1013,21 +1038,21 @@ class _Job:
     mask_relpath: str | None
 
 
-def category_plan(category: str, params: dict[str, int]) -> list[_Job]:
+def category_plan(category: str, params: dict[str, int]) -> list[PlannedFile]:
     """Every file of one category: image path (relative to the category), split, index, defect."""
     spec = _category(category)
     loco = spec.layout == "mvtec_loco"
-    jobs = [_Job(f"train/good/{i:03d}.png", "train", i, None, None) for i in range(params["n_train"])]
+    jobs = [PlannedFile(f"train/good/{i:03d}.png", "train", i, None, None) for i in range(params["n_train"])]
     if loco:
-        jobs += [_Job(f"validation/good/{i:03d}.png", "val", i, None, None) for i in range(params["n_val"])]
-    jobs += [_Job(f"test/good/{i:03d}.png", "test", i, None, None) for i in range(params["n_test_good"])]
+        jobs += [PlannedFile(f"validation/good/{i:03d}.png", "val", i, None, None) for i in range(params["n_val"])]
+    jobs += [PlannedFile(f"test/good/{i:03d}.png", "test", i, None, None) for i in range(params["n_test_good"])]
     counter: dict[str, int] = {}
     for dt in spec.defect_types:
         for i in range(params["n_test_per_defect"]):
             n = counter.get(dt.folder, 0)
             counter[dt.folder] = n + 1
             mask = f"ground_truth/{dt.folder}/{n:03d}" if loco else f"ground_truth/{dt.folder}/{n:03d}_mask.png"
-            jobs.append(_Job(f"test/{dt.folder}/{n:03d}.png", "test", i, dt, mask))
+            jobs.append(PlannedFile(f"test/{dt.folder}/{n:03d}.png", "test", i, dt, mask))
     return jobs
 
 
@@ -1042,7 +1067,7 @@ def _counts(spec: CategorySpec, params: dict[str, int]) -> dict[str, int]:
 
 def _save_png(arr: np.ndarray, path: Path) -> None:
     """Write a PNG without metadata (no time stamp: the same pixels give the same bytes)."""
-    Image.fromarray(arr).save(path, format="PNG", compress_level=6)
+    Image.fromarray(arr).save(path, format="PNG", compress_level=3)
 
 
 def _entry(spec: CategorySpec, params: dict[str, int], seed: int, preset: str) -> dict[str, Any]:
@@ -1056,16 +1081,34 @@ def _entry(spec: CategorySpec, params: dict[str, int], seed: int, preset: str) -
     return entry
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _clean_leftovers(out: Path, name: str) -> None:
+    """Remove temporary folders of ``name`` left behind by interrupted runs (not by running ones)."""
+    for d in list(out.glob(f".tmp-{name}-*")) + list(out.glob(f".old-{name}-*")):
+        pid = d.name.rsplit("-", 1)[-1]
+        if d.is_dir() and (not pid.isdigit() or int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def _write_category(out: Path, spec: CategorySpec, params: dict[str, int], seed: int, show: bool) -> None:
+    _clean_leftovers(out, spec.name)
     tmp = out / f".tmp-{spec.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     size = params["size"]
     jobs = category_plan(spec.name, params)
-    for d in {str(Path(j.relpath).parent) for j in jobs} | {str(Path(j.mask_relpath).parent) for j in jobs if j.mask_relpath}:
+    folders = {Path(j.relpath).parent for j in jobs} | {Path(j.mask_relpath).parent for j in jobs if j.mask_relpath}
+    for d in sorted(folders):
         (tmp / d).mkdir(parents=True, exist_ok=True)
     try:
-        for job in _progress(jobs, desc=f"SynthAD {spec.name}", enabled=show):
+        for job in _progress(jobs, desc=f"SynthAD {spec.name}", enabled=None if show else False):
             img, regions = render_sample(spec.name, job.index, job.split, job.defect.name if job.defect else None,
                                          seed=seed, size=size)
             _save_png(img, tmp / job.relpath)
@@ -1148,8 +1191,9 @@ def generate(out: str | Path, categories: list[str] | str | None = None, preset:
     for name in names:
         spec = CATEGORIES[name]
         exists = (out / name).is_dir()
-        if exists and not overwrite:
-            entries.setdefault(name, _entry(spec, params, seed, preset))
+        if exists and not overwrite:  # keep its entry; an unknown origin is marked for ensure()
+            entries.setdefault(name, {"kind": spec.kind, "layout": spec.layout, "defects": spec.defects,
+                                      "description": spec.description, "unverified": True})
         else:
             _write_category(out, spec, params, seed, progress)
             entries[name] = _entry(spec, params, seed, preset)
@@ -1184,7 +1228,8 @@ def ensure(out: str | Path, preset: str = "cpu", seed: int = 0, categories: list
     """Generate SynthAD into ``out`` only where it is missing or stale; return ``out``.
 
     A category is (re)generated when the manifest is missing, has no entry for it, its folder is
-    missing, or the entry was made with another version, seed or preset settings.
+    missing, or the entry was made with another version, seed or preset settings (a category
+    folder of unknown origin is regenerated, i.e. overwritten).
     """
     params = _params(preset, {})
     names = _resolve(categories)
@@ -1198,6 +1243,6 @@ def ensure(out: str | Path, preset: str = "cpu", seed: int = 0, categories: list
         or entries[n].get("seed") != seed
         or entries[n].get("params") != params
     ]
-    if stale or not (out / MANIFEST).is_file():
-        generate(out, stale or names, preset=preset, seed=seed, overwrite=True, progress=progress)
+    if stale:
+        generate(out, stale, preset=preset, seed=seed, overwrite=True, progress=progress)
     return out

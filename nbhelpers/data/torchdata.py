@@ -37,7 +37,7 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 def to_tensor(image: np.ndarray, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> torch.Tensor:
     """``uint8[H,W,3]`` -> ``float[3,H,W]`` in [0,1], then ``(x - mean) / std`` when both are given."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
     if mean is not None and std is not None:
         x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     return x

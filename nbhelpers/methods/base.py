@@ -110,6 +110,11 @@ class AnomalyMethod:
         seed_everything(self.config.seed)
         self.history: list[float] = []
 
+    @property
+    def seen_anomalies(self) -> int:
+        """How many real anomalous samples ``fit`` wants (0 for unsupervised methods)."""
+        return int(getattr(self.config, "seen_anomalies", 0))
+
     # ----- data -------------------------------------------------------------------------------
     @property
     def normalization(self) -> tuple[Sequence[float] | None, Sequence[float] | None]:
@@ -128,7 +133,11 @@ class AnomalyMethod:
                            num_workers=self.config.num_workers, seed=self.config.seed)
 
     # ----- contract ---------------------------------------------------------------------------
-    def fit(self, train: Sequence[Sample], val: Sequence[Sample] | None = None) -> AnomalyMethod:
+    def fit(self, train: Sequence[Sample], val: Sequence[Sample] | None = None,
+            anomalies: Sequence[Sample] | None = None) -> AnomalyMethod:
+        """Learn from normal ``train`` images (``val``: optional normal validation images;
+        ``anomalies``: a few *seen* anomalous samples for methods that use them, e.g. PRN — they must
+        be excluded from evaluation, see ``nbhelpers.benchmark.hold_out_anomalies``)."""
         raise NotImplementedError
 
     def predict(self, batch: dict) -> AnomalyResult:
@@ -186,9 +195,15 @@ def register(cls: type[AnomalyMethod]) -> type[AnomalyMethod]:
 
 
 def available() -> list[str]:
-    """Names of the registered methods."""
-    import nbhelpers.methods  # noqa: F401  (imports every method module so they register)
+    """Names of the registered methods (imports every module of ``nbhelpers.methods`` first)."""
+    import importlib
+    import pkgutil
 
+    import nbhelpers.methods as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "base":
+            importlib.import_module(f"nbhelpers.methods.{info.name}")
     return sorted(_REGISTRY)
 
 
