@@ -48,18 +48,11 @@ def notebook_parameters(preset: str, data_root: str | Path, output_dir: str | Pa
 
 
 def parameters_cell_names(path: str | Path) -> set[str]:
-    """Names assigned in the cell tagged ``parameters`` of a notebook (empty set when there is none)."""
-    import ast
+    """Names papermill itself finds in the cell tagged ``parameters`` (a line papermill cannot parse,
+    e.g. a comment holding quotes, is missing here exactly as papermill would then warn)."""
+    import papermill as pm
 
-    import nbformat
-
-    nb = nbformat.read(str(path), as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            tree = ast.parse(cell.source)
-            return {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
-                    if isinstance(t, ast.Name)}
-    return set()
+    return set(pm.inspect_notebook(str(path)))
 
 
 def export_html(executed: Path, target: Path) -> Path:
