@@ -24,7 +24,7 @@ from nbhelpers.methods.base import AnomalyMethod, create
 from nbhelpers.metrics import METRIC_NAMES, evaluate
 
 TABLE_COLUMNS = ("category", "method", "image_auroc", "pixel_auroc", "aupro", "auspro", "pixel_ap",
-                 "fit_s", "ms_per_image", "peak_mem_mb")
+                 "fit_s", "ms_per_image", "peak_mem_mb", "params_trainable")
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -111,7 +111,8 @@ def run_benchmark(method: str, data_root: str | Path, category: str, preset: str
     fit_s = time.perf_counter() - t0
     result = evaluate_method(model, split, keep_predictions=keep_predictions)
     row = {"method": method, "category": category, "layout": split.layout, "preset": preset, "seed": seed,
-           "device": str(model.device), "n_train": len(split.train), "n_seen_anomalies": len(seen), "fit_s": fit_s,
+           "device": str(model.device), "n_train": len(split.train), "n_seen_anomalies": len(seen),
+           "params_trainable": model.parameter_count()["trainable"], "fit_s": fit_s,
            "peak_mem_mb": peak_memory_mb(model.device), **result}
     if output is not None:
         path = Path(output)
@@ -121,6 +122,8 @@ def run_benchmark(method: str, data_root: str | Path, category: str, preset: str
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
+        return f"{value / 1e6:.2f}M"
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
     return "" if value is None else str(value)
@@ -129,7 +132,8 @@ def _fmt(value: Any) -> str:
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = TABLE_COLUMNS) -> str:
     """A Markdown table of result rows (columns missing from every row are dropped)."""
     cols = [c for c in columns if any(c in r for r in rows)]
-    names = {**METRIC_NAMES, "fit_s": "fit s", "ms_per_image": "ms/image", "peak_mem_mb": "peak MiB"}
+    names = {**METRIC_NAMES, "fit_s": "fit s", "ms_per_image": "ms/image", "peak_mem_mb": "peak MiB",
+             "params_trainable": "trainable params"}
     lines = ["| " + " | ".join(names.get(c, c) for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)

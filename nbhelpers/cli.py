@@ -66,10 +66,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for method in args.method.split(","):
         for cat in _categories(args.data, args.category, args.layout):
+            row_file = out / f"{method}_{cat}_{args.preset}_seed{args.seed}.json"
+            if row_file.exists() and not args.force:  # resume: rows finished before an interruption are kept
+                rows.append(json.loads(row_file.read_text()))
+                print(f"[bench] {method}/{cat}: done before, kept ({row_file}); --force recomputes", file=sys.stderr)
+                continue
             try:
                 rows.append(run_benchmark(method, args.data, cat, preset=args.preset, layout=args.layout,
-                                          device=args.device, seed=args.seed,
-                                          output=out / f"{method}_{cat}_{args.preset}.json", **_overrides(args)))
+                                          device=args.device, seed=args.seed, output=row_file, **_overrides(args)))
             except NbhelpersError as exc:
                 failures.append(f"{method}/{cat}: {exc}")
                 print(f"FAILED {method}/{cat}: {exc}", file=sys.stderr)
@@ -144,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(b)
     b.add_argument("--category", default="all", help="a category, a comma list, or 'all'")
     b.add_argument("--out", default="reports/bench")
+    b.add_argument("--force", action="store_true", help="recompute rows whose JSON already exists")
     b.set_defaults(func=_cmd_bench)
 
     t = sub.add_parser("train", help="fit a method on a category and save a checkpoint")

@@ -109,3 +109,18 @@ def test_hold_out_anomalies_excludes_seen(synth_root):
     assert not {s.image for s in seen} & {s.image for s in rest.test}
     assert len(rest.test) == len(split.test) - 3
     assert hold_out_anomalies(split, 0)[1] is split
+
+
+def test_cli_bench_resumes_finished_rows(synth_root, tmp_path, capsys):
+    args = ["bench", "--data", str(synth_root), "--category", "grass", "--preset", "smoke", "--out", str(tmp_path)]
+    assert main(args) == 0
+    row_file = next(tmp_path.glob("baseline_grass_smoke_seed0.json"))
+    row = json.loads(row_file.read_text())
+    assert row["params_trainable"] == 0  # the baseline learns nothing by gradient
+    row["image_auroc"] = 0.123  # a marker: a resumed run must reuse the file, not recompute
+    row_file.write_text(json.dumps(row))
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "0.123" in capsys.readouterr().out
+    assert main(args + ["--force"]) == 0
+    assert json.loads(row_file.read_text())["image_auroc"] != 0.123

@@ -115,6 +115,15 @@ class AnomalyMethod:
         """How many real anomalous samples ``fit`` wants (0 for unsupervised methods)."""
         return int(getattr(self.config, "seen_anomalies", 0))
 
+    def parameter_count(self) -> dict[str, int]:
+        """``{"trainable": n, "total": n}`` parameters over every ``nn.Module`` attribute (frozen backbone in total)."""
+        seen: dict[int, torch.nn.Parameter] = {}
+        for value in vars(self).values():
+            if isinstance(value, torch.nn.Module):
+                seen.update({id(p): p for p in value.parameters()})
+        return {"trainable": sum(p.numel() for p in seen.values() if p.requires_grad),
+                "total": sum(p.numel() for p in seen.values())}
+
     # ----- data -------------------------------------------------------------------------------
     @property
     def normalization(self) -> tuple[Sequence[float] | None, Sequence[float] | None]:
