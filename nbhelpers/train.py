@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nbhelpers import distributed as dist
 from nbhelpers.errors import NbhelpersError
 from nbhelpers.progress import progress
 
@@ -99,6 +100,29 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+class _LossModule(nn.Module):
+    """Adapter that lets DistributedDataParallel drive any ``loss_fn(batch)``: DDP's gradient hooks sit
+    on ``model``'s parameters, which ``loss_fn`` uses, and its forward bookkeeping runs on this call."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: Any) -> Any:
+        return self.loss_fn(batch)
+
+
+def _sharded(loader: Any, seed: int) -> Any:
+    """The same loader with a ``DistributedSampler`` (each rank sees its share of every epoch)."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    shuffle = not isinstance(loader.sampler, torch.utils.data.SequentialSampler)
+    sampler = DistributedSampler(loader.dataset, shuffle=shuffle, seed=seed, drop_last=loader.drop_last)
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
+                      collate_fn=loader.collate_fn, drop_last=loader.drop_last, pin_memory=loader.pin_memory)
+
+
 def fit(model: nn.Module, loss_fn: Callable[[Any], torch.Tensor | dict[str, torch.Tensor]], loader: Iterable,
         optimizer: torch.optim.Optimizer, epochs: int, device: torch.device, *,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, checkpoint: str | Path | None = None,
@@ -106,16 +130,29 @@ def fit(model: nn.Module, loss_fn: Callable[[Any], torch.Tensor | dict[str, torc
         seed: int = 0, grad_clip: float | None = None) -> TrainResult:
     """Train ``model`` for ``epochs`` epochs.
 
-    Each epoch re-seeds the loader's shuffling generator with ``seed + epoch`` and calls
-    ``loader.dataset.set_epoch(epoch)`` when it exists, so a run resumed from the checkpoint of epoch
-    ``e`` sees exactly the batches an uninterrupted run would. After each epoch the model, optimizer,
-    scheduler and history are written atomically to ``checkpoint`` (when given).
+    Each epoch re-seeds the loader's shuffling generator with ``seed + epoch`` (or calls
+    ``sampler.set_epoch``) and ``loader.dataset.set_epoch(epoch)`` when it exists, so a run resumed
+    from the checkpoint of epoch ``e`` sees exactly the batches an uninterrupted run would. After each
+    epoch the model, optimizer, scheduler and history are written atomically to ``checkpoint``.
+
+    Inside a process group (``torchrun``, see :mod:`nbhelpers.distributed`) the loader is sharded
+    with ``DistributedSampler``, the model is wrapped in ``DistributedDataParallel`` (gradients are
+    averaged over ranks, so per-rank batch B on N ranks equals batch N*B in one process), epoch losses
+    are averaged over ranks, and only rank 0 writes the checkpoint.
 
     Raises:
         TrainingError: the loss became NaN/inf (the message gives the epoch, step and last finite loss).
     """
     result = TrainResult()
     start = 0
+    compute: Callable[[Any], Any] = loss_fn
+    if dist.is_distributed():
+        from torch.nn.parallel import DistributedDataParallel
+
+        loader = _sharded(loader, seed)
+        compute = DistributedDataParallel(_LossModule(model, loss_fn),
+                                          device_ids=[device.index] if device.type == "cuda" else None,
+                                          find_unused_parameters=True)
     if checkpoint is not None and resume and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint, expect={"kind": "train"}, map_location=device)
         model.load_state_dict(state["model"])
@@ -130,6 +167,8 @@ def fit(model: nn.Module, loss_fn: Callable[[Any], torch.Tensor | dict[str, torc
         generator = getattr(loader, "generator", None)
         if generator is not None:
             generator.manual_seed(seed + epoch)
+        if hasattr(getattr(loader, "sampler", None), "set_epoch"):
+            loader.sampler.set_epoch(epoch)
         if hasattr(getattr(loader, "dataset", None), "set_epoch"):
             loader.dataset.set_epoch(epoch)
         sums: dict[str, float] = {}
@@ -138,10 +177,10 @@ def fit(model: nn.Module, loss_fn: Callable[[Any], torch.Tensor | dict[str, torc
         for batch in bar:
             batch = to_device(batch, device)
             with autocast(device, amp):
-                out = loss_fn(batch)
+                out = compute(batch)
             terms = out if isinstance(out, dict) else {"loss": out}
             loss = terms["loss"]
-            value = float(loss.detach())
+            value = float(dist.all_reduce_mean(loss.detach().float()))
             if not math.isfinite(value):
                 raise TrainingError(f"{desc}: loss became {value} at epoch {epoch + 1}, step {result.steps + 1}; "
                                     f"last finite loss {last_finite:.6g}. Lower the learning rate or check the data.")
@@ -160,11 +199,15 @@ def fit(model: nn.Module, loss_fn: Callable[[Any], torch.Tensor | dict[str, torc
         if scheduler is not None:
             scheduler.step()
         means = {k: v / max(n, 1) for k, v in sums.items()}
+        if dist.is_distributed():
+            reduced = dist.all_reduce_mean(torch.tensor(list(means.values()), dtype=torch.float64, device=device))
+            means = dict(zip(means, reduced.tolist()))
         result.losses.append(means.get("loss", float("nan")))
         result.terms.append(means)
-        if checkpoint is not None:
+        if checkpoint is not None and dist.is_main():
             save_checkpoint(checkpoint, {
                 "kind": "train", "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "losses": result.losses, "terms": result.terms, "steps": result.steps})
+        dist.barrier()
     return result

@@ -1,0 +1,37 @@
+"""Launched by tests/test_distributed.py under torchrun: trains a small model with nbhelpers.train.fit
+and (rank 0) writes the loss trajectory and final weights as JSON to argv[1]."""
+import json
+import sys
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from nbhelpers import distributed, seed_everything
+from nbhelpers.train import fit
+
+
+def problem(n: int = 48) -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    return TensorDataset(x, x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.1)
+
+
+def train(batch_size: int, loader: DataLoader | None = None, checkpoint: str | None = None) -> dict:
+    seed_everything(0)
+    torch.set_num_threads(1)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    loader = loader or DataLoader(problem(), batch_size=batch_size, shuffle=True)
+    res = fit(model, lambda b: nn.functional.mse_loss(model(b[0])[:, 0], b[1]), loader, opt, 3,
+              torch.device("cpu"), show_progress=False, checkpoint=checkpoint)
+    return {"losses": res.losses, "weight": model.weight.detach().flatten().tolist(), "steps": res.steps,
+            "world_size": distributed.world_size()}
+
+
+if __name__ == "__main__":
+    assert distributed.init_from_env()
+    out = train(batch_size=4, checkpoint=sys.argv[2] if len(sys.argv) > 2 else None)
+    if distributed.is_main():
+        with open(sys.argv[1], "w") as fh:
+            json.dump(out, fh)

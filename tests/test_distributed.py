@@ -1,0 +1,42 @@
+"""DistributedDataParallel through the shared training loop: 2 CPU processes (gloo) under torchrun
+follow the same loss trajectory as one process with the doubled batch."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from nbhelpers import distributed
+from nbhelpers.train import load_checkpoint
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ddp_worker import problem, train  # noqa: E402
+
+
+def test_single_process_helpers_are_identities():
+    assert not distributed.is_distributed() and distributed.is_main() and distributed.world_size() == 1
+    t = torch.arange(3.0)
+    assert distributed.broadcast(t) is t and torch.equal(distributed.all_reduce_mean(t), t)
+    assert distributed.init_from_env() is False  # outside torchrun nothing happens
+
+
+@pytest.mark.timeout(300)
+def test_two_gloo_processes_match_one_process(tmp_path):
+    out, ckpt = tmp_path / "ddp.json", tmp_path / "ddp.pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(Path(__file__).parent / "ddp_worker.py"), str(out), str(ckpt)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads(out.read_text())
+    assert ddp["world_size"] == 2
+    # reference: one process, batch 8, the permutation a DistributedSampler of one replica draws
+    ds = problem()
+    ref = train(8, DataLoader(ds, batch_size=8, sampler=DistributedSampler(ds, num_replicas=1, rank=0, seed=0)))
+    assert ddp["steps"] == ref["steps"] == 3 * 6
+    assert ddp["losses"] == pytest.approx(ref["losses"], rel=1e-5)
+    assert ddp["weight"] == pytest.approx(ref["weight"], rel=1e-5, abs=1e-6)
+    assert load_checkpoint(ckpt)["losses"] == pytest.approx(ddp["losses"])  # written once, by rank 0
