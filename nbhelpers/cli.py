@@ -1,4 +1,4 @@
-"""Command line: ``nbhelpers synth | run | bench | train | predict``.
+"""Command line: ``nbhelpers synth | run | bench | train | predict | report``.
 
 Examples::
 
@@ -7,6 +7,8 @@ Examples::
     nbhelpers bench --method baseline --data data/synthad --category grass --preset cpu
     nbhelpers train --method baseline --data data/synthad --category grass --out model.pt
     nbhelpers predict --method baseline --checkpoint model.pt --data data/synthad --category grass
+    nbhelpers report --data /path/to/images --layout folder --method baseline --out report.html
+    torchrun --nproc_per_node=2 -m nbhelpers.cli train --method thfr --data data/synthad --category nuts --out m.pt
 """
 from __future__ import annotations
 
@@ -87,15 +89,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from nbhelpers import distributed
     from nbhelpers.benchmark import hold_out_anomalies
     from nbhelpers.data.layouts import load_split
     from nbhelpers.methods import create
 
+    distributed.init_from_env()  # under torchrun: join the process group (DDP in the training loop)
     split = load_split(args.data, args.category, layout=args.layout)
     model = create(args.method, args.preset, device=args.device, seed=args.seed, **_overrides(args))
     seen, split = hold_out_anomalies(split, model.seen_anomalies, args.seed)
     model.fit(split.train, split.val or None, anomalies=seen or None)
-    print(f"saved {model.save(args.out)}")
+    if distributed.is_main():
+        print(f"saved {model.save(args.out)}")
+    distributed.barrier()
     return 0
 
 
@@ -108,6 +114,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model = create(args.method, args.preset, device=args.device, seed=args.seed, **_overrides(args)).load(args.checkpoint)
     row = {"method": args.method, "category": args.category, **evaluate_method(model, split)}
     print(format_table([row]))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from nbhelpers.report import render_report
+
+    html = render_report(args.data, args.out, layout=args.layout, category=args.category, methods=args.method,
+                         preset=args.preset, device=args.device, seed=args.seed, notebook=args.notebook)
+    print(f"report written to {html}")
     return 0
 
 
@@ -162,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--category", required=True)
     pr.add_argument("--checkpoint", required=True)
     pr.set_defaults(func=_cmd_predict)
+    rp = sub.add_parser("report", help="HTML report of methods on any dataset folder (papermill + nbconvert)")
+    common(rp)
+    rp.add_argument("--category", default="", help="a category, a comma list, or empty for all")
+    rp.add_argument("--out", default="reports/report.html")
+    rp.add_argument("--notebook", default=None, help="report notebook (default: notebooks/08_report.ipynb)")
+    rp.set_defaults(func=_cmd_report)
     return p
 
 
