@@ -20,12 +20,14 @@ def greedy_coreset(bank: torch.Tensor, ratio: float, projection_dim: int = 128, 
         feats = bank @ proj
     else:
         feats = bank
+    # squared distances via |a|^2 - 2 a.b + |b|^2: one matrix-vector product per step, no [N, D] temporaries
+    sq = (feats * feats).sum(dim=1)
     selected = torch.empty(m, dtype=torch.long, device=bank.device)
     selected[0] = int(torch.randint(n, (1,), generator=gen))
-    min_dist = torch.linalg.vector_norm(feats - feats[selected[0]], dim=1)
+    min_dist = (sq - 2 * feats @ feats[selected[0]] + sq[selected[0]]).clamp_min_(0)
     for i in range(1, m):
         selected[i] = torch.argmax(min_dist)
-        min_dist = torch.minimum(min_dist, torch.linalg.vector_norm(feats - feats[selected[i]], dim=1))
+        min_dist = torch.minimum(min_dist, (sq - 2 * feats @ feats[selected[i]] + sq[selected[i]]).clamp_min_(0))
     return selected
 
 
