@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -69,6 +70,9 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], timeout:
     """Execute one notebook with papermill and export it; never raises for a failing notebook."""
     import papermill as pm
 
+    from nbhelpers.explorer import HEADLESS_ENV
+
+    os.environ[HEADLESS_ENV] = "1"  # kernels inherit it: widgets render static figures instead
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / path.name
     output_dir = Path(parameters["OUTPUT_DIR"])
