@@ -19,3 +19,7 @@ class ConfigError(NbhelpersError, ValueError):
 
 class WeightsError(NbhelpersError, RuntimeError):
     """Pre-trained weights cannot be had (offline, missing file, shape mismatch)."""
+
+
+class NotebookError(NbhelpersError, RuntimeError):
+    """A notebook executed by nbhelpers failed; the message names the cell and the executed copy."""

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import precision_recall_curve
 
-from nbhelpers.errors import ConfigError
+from nbhelpers.errors import ConfigError, DatasetError, NotebookError
 from nbhelpers.metrics import image_auroc
 
 REPORT_NOTEBOOK = "08_report.ipynb"
@@ -50,12 +50,14 @@ def render_report(data_root: str | Path, output: str | Path, layout: str = "auto
                   notebook: str | Path | None = None) -> Path:
     """Execute the report notebook on ``data_root`` and write a standalone HTML file to ``output``.
 
-    Returns the HTML path. Raises :class:`~nbhelpers.errors.NbhelpersError` subclasses for bad input
-    and ``RuntimeError`` naming the failing cell when the notebook fails (the executed notebook is kept
-    next to the HTML for inspection).
+    Returns the HTML path. Raises :class:`~nbhelpers.errors.DatasetError` for a missing data folder
+    (before anything runs) and :class:`~nbhelpers.errors.NotebookError` naming the failing cell when the
+    notebook fails (the executed notebook is kept next to the HTML for inspection).
     """
     from nbhelpers.runner import export_html, run_notebook
 
+    if not Path(data_root).is_dir():
+        raise DatasetError(f"{data_root}: data folder does not exist; pass the dataset root with --data.")
     source = Path(notebook) if notebook else Path(__file__).resolve().parents[1] / "notebooks" / REPORT_NOTEBOOK
     if not source.is_file():
         raise ConfigError(f"{source}: report notebook not found; pass --notebook PATH/TO/{REPORT_NOTEBOOK}.")
@@ -65,6 +67,6 @@ def render_report(data_root: str | Path, output: str | Path, layout: str = "auto
               "DEVICE": device, "SEED": seed, "OUTPUT_DIR": str(work.resolve()), "LAYOUT": layout, "METHODS": methods}
     run = run_notebook(source, work, params)
     if run.status != "ok":
-        raise RuntimeError(f"report notebook failed in cell {run.failed_cell}: {run.error} (see {run.executed})")
+        raise NotebookError(f"report notebook failed in cell {run.failed_cell}: {run.error} (see {run.executed})")
     output.parent.mkdir(parents=True, exist_ok=True)
     return export_html(Path(run.executed), output)
