@@ -89,7 +89,8 @@ def evaluate_method(method: AnomalyMethod, split: Split, keep_predictions: bool 
 
 def run_benchmark(method: str, data_root: str | Path, category: str, preset: str = "cpu", layout: str = "auto",
                   device: str = "auto", seed: int = 0, output: str | Path | None = None,
-                  keep_predictions: bool = False, **overrides: Any) -> dict[str, Any]:
+                  keep_predictions: bool = False, checkpoint_dir: str | Path | None = None,
+                  **overrides: Any) -> dict[str, Any]:
     """Fit ``method`` (registry name) with ``preset`` on ``category`` of ``data_root`` and evaluate it.
 
     Methods that train on a few real anomalies (``config.seen_anomalies > 0``) get them from the test
@@ -97,22 +98,36 @@ def run_benchmark(method: str, data_root: str | Path, category: str, preset: str
 
     Returns one result row: metrics (see :func:`nbhelpers.metrics.evaluate`), ``fit_s``,
     ``ms_per_image``, ``peak_mem_mb``, ``n_train``, ``n_test``, ``device``, ``seed``, ``preset``. With
-    ``output`` the row is also written there as JSON.
+    ``output`` the row is also written there as JSON. With ``checkpoint_dir`` the fitted method is
+    saved there and a later call with the same method, category, preset, seed and overrides loads it
+    instead of training again (``cached=True``, ``fit_s`` of the original fit).
     """
     split = load_split(data_root, category, layout=layout)
     model = create(method, preset, device=device, seed=seed, **overrides)
     seen, split = hold_out_anomalies(split, model.seen_anomalies, seed)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
-    t0 = time.perf_counter()
-    model.fit(split.train, split.val or None, anomalies=seen or None)
-    if model.device.type == "cuda":
-        torch.cuda.synchronize(model.device)
-    fit_s = time.perf_counter() - t0
+    ckpt = None
+    if checkpoint_dir is not None:
+        tag = "_".join(f"{k}-{v}" for k, v in sorted(overrides.items()))
+        ckpt = Path(checkpoint_dir) / f"{method}_{category}_{preset}_seed{seed}{'_' + tag if tag else ''}.pt"
+    cached = ckpt is not None and ckpt.is_file()
+    if cached:
+        model.load(ckpt)
+        fit_s = float(json.loads(ckpt.with_suffix(".json").read_text())["fit_s"])
+    else:
+        t0 = time.perf_counter()
+        model.fit(split.train, split.val or None, anomalies=seen or None)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
+        fit_s = time.perf_counter() - t0
+        if ckpt is not None:
+            model.save(ckpt)
+            ckpt.with_suffix(".json").write_text(json.dumps({"fit_s": fit_s}))
     result = evaluate_method(model, split, keep_predictions=keep_predictions)
     row = {"method": method, "category": category, "layout": split.layout, "preset": preset, "seed": seed,
            "device": str(model.device), "n_train": len(split.train), "n_seen_anomalies": len(seen),
-           "params_trainable": model.parameter_count()["trainable"], "fit_s": fit_s,
+           "params_trainable": model.parameter_count()["trainable"], "fit_s": fit_s, "cached": cached,
            "peak_mem_mb": peak_memory_mb(model.device), **result}
     if output is not None:
         path = Path(output)

@@ -124,3 +124,12 @@ def test_cli_bench_resumes_finished_rows(synth_root, tmp_path, capsys):
     assert "0.123" in capsys.readouterr().out
     assert main(args + ["--force"]) == 0
     assert json.loads(row_file.read_text())["image_auroc"] != 0.123
+
+
+def test_bench_checkpoint_cache(synth_root, tmp_path):
+    first = run_benchmark("baseline", synth_root, "grass", preset="smoke", checkpoint_dir=tmp_path)
+    again = run_benchmark("baseline", synth_root, "grass", preset="smoke", checkpoint_dir=tmp_path)
+    assert not first["cached"] and again["cached"]
+    assert again["fit_s"] == first["fit_s"] and again["image_auroc"] == first["image_auroc"]
+    other = run_benchmark("baseline", synth_root, "grass", preset="smoke", checkpoint_dir=tmp_path, coreset_ratio=1.0)
+    assert not other["cached"]  # other overrides, other checkpoint
