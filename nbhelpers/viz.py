@@ -567,3 +567,67 @@ def heatmap_grid(maps: Sequence[Any], titles: Sequence[str] | None = None, ncols
         if suptitle:
             fig.suptitle(suptitle)
     return _finish(fig)
+
+
+# ------------------------------------------------------------------------------------------ curves
+
+
+def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str = "", ylabel: str = "",
+              title: str | None = None, logx: bool = False, logy: bool = False,
+              size: tuple[float, float] = (5.0, 3.4)):
+    """Named curves ``{name: (x, y)}`` on one axis: training-loss curves, or a metric against a
+    parameter (e.g. a subsampling ratio, a number of epochs). Points are marked; ``logx``/``logy``
+    switch the axes to log scale; a single unnamed series (``{"": (x, y)}``) gets no legend.
+    """
+    plt = _plt()
+    import seaborn as sns
+
+    if not series:
+        raise ValueError("line_plot: no series given.")
+    with _style():
+        fig, ax = plt.subplots(figsize=size)
+        for name, (x, y) in series.items():
+            x, y = to_numpy(x).astype(np.float64).ravel(), to_numpy(y).astype(np.float64).ravel()
+            if len(x) != len(y):
+                raise ValueError(f"line_plot: series {name!r} has {len(x)} x values and {len(y)} y values.")
+            ax.plot(x, y, marker="o", markersize=3.5, lw=1.6, label=str(name) or None)
+        if logx:
+            ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")
+        if any(str(n) for n in series):
+            ax.legend(fontsize=8, loc="best")
+        sns.despine(ax=ax)
+        fig.tight_layout()
+    return _finish(fig)
+
+
+def speed_accuracy(rows: Sequence[Mapping[str, Any]], x: str = "ms_per_image", y: str = "image_auroc",
+                   hue: str = "method", title: str | None = None, logx: bool = True,
+                   size: tuple[float, float] = (5.5, 3.8)):
+    """Scatter of benchmark result rows: ``rows[i][x]`` (e.g. inference ms/image, log scale) against
+    ``rows[i][y]`` (e.g. image AUROC), one colour per ``rows[i][hue]`` and the hue's mean as a large marker."""
+    plt = _plt()
+    import seaborn as sns
+
+    if not rows:
+        raise ValueError("speed_accuracy: no rows given.")
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        groups.setdefault(str(r[hue]), []).append((float(r[x]), float(r[y])))
+    palette = sns.color_palette("tab10", len(groups))
+    with _style():
+        fig, ax = plt.subplots(figsize=size)
+        for colour, (name, pts) in zip(palette, groups.items()):
+            arr = np.array(pts, dtype=np.float64)
+            ax.scatter(arr[:, 0], arr[:, 1], color=colour, alpha=0.5, s=18)
+            ax.scatter(np.nanmean(arr[:, 0]), np.nanmean(arr[:, 1]), color=colour, s=120, edgecolor="black",
+                       label=name, zorder=3)
+        if logx:
+            ax.set_xscale("log")
+        ax.set(xlabel=x, ylabel=y, title=title or "")
+        ax.legend(fontsize=8, loc="best")
+        sns.despine(ax=ax)
+        fig.tight_layout()
+    return _finish(fig)

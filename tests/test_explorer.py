@@ -45,3 +45,15 @@ def test_threshold_panels_binarise(data):
 def test_default_thresholds_increase(data):
     t = default_thresholds(data[1])
     assert t == sorted(t) and len(t) == 3
+
+
+def test_speed_accuracy_scatter():
+    from nbhelpers.viz import speed_accuracy
+
+    rows = [{"method": m, "ms_per_image": t, "image_auroc": a} for m, t, a in
+            [("a", 1.0, 0.9), ("a", 2.0, 0.8), ("b", 10.0, 0.95)]]
+    fig = speed_accuracy(rows)
+    assert not plt.fignum_exists(fig.number)
+    assert len(fig.axes[0].collections) == 4  # points + mean marker per method
+    with pytest.raises(ValueError):
+        speed_accuracy([])
