@@ -152,3 +152,37 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = TABLE_
     lines = ["| " + " | ".join(names.get(c, c) for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def throughput(method: str, data_root: str | Path, category: str, preset: str = "cpu",
+               batch_sizes: Sequence[int] = (1, 32, 128), device: str = "auto", seed: int = 0, repeats: int = 3,
+               layout: str = "auto", **overrides: Any) -> list[dict[str, Any]]:
+    """Inference images/s of a fitted method at several batch sizes.
+
+    The method is fitted on the category's training images (pass e.g. ``epochs=1`` in ``overrides``
+    to keep that short: speed does not depend on how well it learned), then ``predict`` runs on a
+    batch of real test images (repeated up to the batch size) once to warm up and ``repeats`` times
+    timed, with CUDA synchronisation around the timed region only. Returns one row per batch size.
+    """
+    split = load_split(data_root, category, layout=layout)
+    model = create(method, preset, device=device, seed=seed, **overrides)
+    seen, split = hold_out_anomalies(split, model.seen_anomalies, seed)
+    model.fit(split.train, split.val or None, anomalies=seen or None)
+    rows = []
+    for bs in batch_sizes:
+        samples = (split.test * (bs // max(len(split.test), 1) + 1))[:bs]
+        batch = next(iter(model.loader(samples, batch_size=bs)))
+        with torch.no_grad():
+            model.predict(batch)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize(model.device)
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                model.predict(batch)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize(model.device)
+        seconds = (time.perf_counter() - t0) / repeats
+        rows.append({"method": method, "preset": preset, "device": str(model.device), "batch_size": bs,
+                     "image_size": model.config.image_size, "images_per_s": bs / seconds,
+                     "ms_per_batch": 1000 * seconds})
+    return rows

@@ -61,9 +61,30 @@ def _overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+def _cmd_throughput(args: argparse.Namespace) -> int:
+    from nbhelpers.benchmark import format_table, throughput
+
+    cat = _categories(args.data, args.category, args.layout)[0]
+    rows = []
+    for method in args.method.split(","):
+        rows += throughput(method, args.data, cat, preset=args.preset, batch_sizes=args.batch_sizes,
+                           device=args.device, seed=args.seed, layout=args.layout,
+                           **{"epochs": 1, **_overrides(args)})
+    table = format_table(rows, columns=("method", "preset", "device", "image_size", "batch_size", "images_per_s",
+                                        "ms_per_batch"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "throughput.json").write_text(json.dumps(rows, indent=2))
+    (out / "throughput.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from nbhelpers.benchmark import format_table, run_benchmark
 
+    if args.throughput:
+        return _cmd_throughput(args)
     rows, failures = [], []
     out = Path(args.out)
     for method in args.method.split(","):
@@ -164,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--category", default="all", help="a category, a comma list, or 'all'")
     b.add_argument("--out", default="reports/bench")
     b.add_argument("--force", action="store_true", help="recompute rows whose JSON already exists")
+    b.add_argument("--throughput", action="store_true",
+                   help="inference images/s at --batch-sizes on the first category (model fitted for 1 epoch)")
+    b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 128])
     b.set_defaults(func=_cmd_bench)
 
     t = sub.add_parser("train", help="fit a method on a category and save a checkpoint")

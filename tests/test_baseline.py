@@ -133,3 +133,12 @@ def test_bench_checkpoint_cache(synth_root, tmp_path):
     assert again["fit_s"] == first["fit_s"] and again["image_auroc"] == first["image_auroc"]
     other = run_benchmark("baseline", synth_root, "grass", preset="smoke", checkpoint_dir=tmp_path, coreset_ratio=1.0)
     assert not other["cached"]  # other overrides, other checkpoint
+
+
+def test_cli_throughput(synth_root, tmp_path, capsys):
+    code = main(["bench", "--throughput", "--data", str(synth_root), "--category", "brick", "--preset", "smoke",
+                 "--batch-sizes", "1", "4", "--out", str(tmp_path)])
+    assert code == 0
+    rows = json.loads((tmp_path / "throughput.json").read_text())
+    assert [r["batch_size"] for r in rows] == [1, 4] and all(r["images_per_s"] > 0 for r in rows)
+    assert "images_per_s" in capsys.readouterr().out
