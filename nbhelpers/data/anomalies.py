@@ -481,11 +481,13 @@ def foreground_mask(image: np.ndarray, border: int = 4, max_border_std: float = 
                     min_fraction: float = 0.01, max_fraction: float = 0.95) -> np.ndarray:
     """Where an anomaly may be placed: the object for object images, everything for textures.
 
-    An image whose ``border``-pixel frame is nearly uniform (per-channel std ``<= max_border_std``)
-    shows an object on a plain background: its foreground is every pixel whose colour is farther
-    from the median border colour than an Otsu threshold (at least 4 border standard deviations),
-    cleaned by a binary opening. Textures (a busy frame), and results covering less than
-    ``min_fraction`` or more than ``max_fraction`` of the image, give an all-True mask.
+    The background is modelled by a quadratic surface per colour channel, fitted (least squares) to
+    the ``border``-pixel frame of the image, so that vignetting and lighting gradients stay
+    background. A frame that the surface does not explain (residual std ``> max_border_std``) means
+    a texture: all pixels are foreground. Otherwise the foreground is every pixel farther from the
+    surface than twice the 99th percentile of the frame's distances (at least 0.05), cleaned by a
+    binary opening. A result covering less than ``min_fraction`` or more than ``max_fraction`` of
+    the image also gives an all-True mask.
 
     Args:
         image: ``float32[H, W, 3]`` in [0, 1].
@@ -493,22 +495,20 @@ def foreground_mask(image: np.ndarray, border: int = 4, max_border_std: float = 
     Returns:
         ``bool[H, W]``.
     """
-    from skimage.filters import threshold_otsu
-
     img = check_float_image(image)
     h, w = img.shape[:2]
     b = max(1, min(int(border), h // 4, w // 4))
-    frame = np.concatenate([img[:b].reshape(-1, 3), img[-b:].reshape(-1, 3),
-                            img[:, :b].reshape(-1, 3), img[:, -b:].reshape(-1, 3)])
+    frame = np.zeros((h, w), dtype=bool)
+    frame[:b] = frame[-b:] = True
+    frame[:, :b] = frame[:, -b:] = True
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    basis = np.stack([np.ones_like(yy), yy, xx, yy * yy, xx * xx, yy * xx], axis=-1)
+    coef, *_ = np.linalg.lstsq(basis[frame], img[frame], rcond=None)
+    dist = np.linalg.norm(img - basis @ coef, axis=-1)
     everything = np.ones((h, w), dtype=bool)
-    spread = float(frame.std(axis=0).max())
-    if spread > max_border_std:
+    if float((img[frame] - basis[frame] @ coef).std(axis=0).max()) > max_border_std:
         return everything
-    dist = np.linalg.norm(img - np.median(frame, axis=0), axis=-1)
-    if float(dist.max()) <= 0:
-        return everything
-    thr = max(float(threshold_otsu(dist)), 4.0 * spread)
-    fg = ndimage.binary_opening(dist > thr, iterations=2)
+    fg = ndimage.binary_opening(dist > max(2.0 * float(np.quantile(dist[frame], 0.99)), 0.05), iterations=2)
     if not min_fraction <= float(fg.mean()) <= max_fraction:
         return everything
     return fg
@@ -576,7 +576,8 @@ def random_affine(image: np.ndarray, mask: np.ndarray, rng: RngLike = None, cent
     if center is None:
         center = (float(rng.uniform(0, h - 1)), float(rng.uniform(0, w - 1)))
     dst = (float(center[1]), float(center[0]))
-    shape_t = AffineTransform(rotation=np.deg2rad(rng.uniform(-rotate, rotate)), shear=np.deg2rad(rng.uniform(-shear, shear)))
+    shape_t = AffineTransform(rotation=np.deg2rad(rng.uniform(-rotate, rotate)),
+                              shear=np.deg2rad(rng.uniform(-shear, shear)))
     tform = AffineTransform(translation=(-src[0], -src[1])) + shape_t + AffineTransform(translation=dst)
     out = warp(np.asarray(image, np.float32), tform.inverse, order=1, mode="constant", cval=0.0, preserve_range=True)
     out_mask = warp(m.astype(np.float32), tform.inverse, order=0, mode="constant", cval=0.0, preserve_range=True) > 0.5
@@ -613,7 +614,8 @@ def extended_anomaly(normal: np.ndarray, anomaly: np.ndarray, anomaly_mask: np.n
                          f"{np.shape(anomaly_mask)} must have the same size.")
     rng = _rng(rng)
     h, w = n_img.shape[:2]
-    ops = [EXTENDED_COLOR_AUGMENTATIONS[i] for i in rng.choice(len(EXTENDED_COLOR_AUGMENTATIONS), n_color, replace=False)]
+    ops = [EXTENDED_COLOR_AUGMENTATIONS[i]
+           for i in rng.choice(len(EXTENDED_COLOR_AUGMENTATIONS), n_color, replace=False)]
     a_img = augment_texture(a_img, rng, names=ops)
     area = target_area((h, w), rng, foreground)
     ys, xs = np.nonzero(area)
@@ -688,7 +690,8 @@ def homologous_anomaly(image: np.ndarray, normal: np.ndarray, rng: RngLike = Non
     if rng.uniform() < 0.5:
         src = src[::-1]
     h, w = src.shape[:2]
-    src = np.roll(src, (int(rng.integers(h // 8, h - h // 8 + 1)), int(rng.integers(w // 8, w - w // 8 + 1))), axis=(0, 1))
+    shift = (int(rng.integers(h // 8, h - h // 8 + 1)), int(rng.integers(w // 8, w - w // 8 + 1)))
+    src = np.roll(src, shift, axis=(0, 1))
     src = augment_texture(np.ascontiguousarray(src), rng, n=n_augment)
     return simulated_anomaly(image, src, rng, foreground, **kwargs)
 

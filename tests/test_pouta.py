@@ -1,0 +1,240 @@
+"""POUTA (and its vanilla DRAEM-like twin): building blocks, losses, training, persistence, bench."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nbhelpers.benchmark import run_benchmark
+from nbhelpers.data.layouts import load_split
+from nbhelpers.methods import available, create, get_config
+from nbhelpers.methods.base import PRESET_NAMES, AnomalyResult
+from nbhelpers.methods.pouta import (
+    LEVELS, Config, FeatureContrast, POUTANet, PredictionHead, ReconstructiveNetwork, SemanticGuidance, count_flops,
+    grad_cam, image_score, mss_loss, reconstruction_loss, segmentation_loss)
+from nbhelpers.train import CheckpointError
+
+TINY = dict(device="cpu", base_width=4, unet_base_width=2, epochs=1, samples_per_epoch=4, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def split(synth_root):
+    return load_split(synth_root, "brick")
+
+
+@pytest.fixture(scope="module")
+def fitted(split):
+    return create("pouta", "smoke", **TINY).fit(split.train)
+
+
+def fake_batch(b: int = 2, size: int = 32, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(b, 3, size, size, generator=g)
+    mask = torch.zeros(b, 1, size, size)
+    mask[0, :, 4:12, 6:14] = 1
+    augmented = torch.where(mask.bool(), torch.rand(b, 3, size, size, generator=g), image)
+    return {"image": image, "augmented": augmented, "mask": mask}
+
+
+# ------------------------------------------------------------------------------------ registry / config
+
+
+def test_registry_and_presets():
+    assert {"pouta", "pouta_vanilla"} <= set(available())
+    for preset in PRESET_NAMES:
+        assert get_config("pouta", preset).discriminator == "pouta"
+        assert get_config("pouta_vanilla", preset).discriminator == "vanilla"
+    smoke, paper = get_config("pouta", "smoke"), get_config("pouta", "paper")
+    assert smoke.image_size == 64 and not smoke.progress
+    assert (paper.image_size, paper.base_width, paper.epochs, paper.batch_size, paper.lr) == (224, 128, 600, 8, 2e-4)
+    assert paper.lr_milestones == (0.8, 0.9) and paper.lr_gamma == 0.2 and paper.score_pool == 21
+    with pytest.raises(ValueError, match="discriminator"):
+        POUTANet(Config(discriminator="unet"))
+
+
+def test_images_stay_in_unit_range(split):
+    model = create("pouta", "smoke", **TINY)
+    assert model.normalization == (None, None)
+    batch = next(iter(model.loader(split.test[:4])))
+    assert batch["image"].min() >= 0 and batch["image"].max() <= 1
+    item = next(i for i in (model.training_dataset(split.train)[k] for k in range(8)) if i["label"] == 1)
+    inside = item["mask"][0].bool()
+    assert (item["augmented"] - item["image"]).abs().sum(0)[inside].mean() > 0.02  # the pasted texture is visible
+    assert torch.equal(item["augmented"][:, ~inside], item["image"][:, ~inside])
+
+
+# ------------------------------------------------------------------------------------------ modules
+
+
+def test_encoder_decoder_levels_are_symmetric():
+    net = ReconstructiveNetwork(base_width=4)
+    out = net(torch.rand(2, 3, 64, 64))
+    assert len(out["encoder"]) == len(out["decoder"]) == LEVELS
+    for i, (e, d) in enumerate(zip(out["encoder"], out["decoder"])):
+        assert e.shape == d.shape == (2, 4 * 2**i, 64 // 2**i, 64 // 2**i)
+    assert out["latent"].shape == (2, 32, 4, 4)
+    assert out["reconstruction"].shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        net(torch.rand(1, 3, 40, 40))
+
+
+def test_fcm_hsg_mss_shapes_and_hsg_weight_ranges():
+    g = torch.Generator().manual_seed(0)
+    f_e, f_d = torch.randn(2, 8, 16, 16, generator=g), torch.randn(2, 8, 16, 16, generator=g)
+    f_c = FeatureContrast(8, 4)(f_e, f_d)
+    assert f_c.shape == (2, 4, 16, 16)
+
+    hsg = SemanticGuidance(deep_width=6, width=4).eval()
+    deep = 50 * torch.randn(2, 6, 8, 8, generator=g)  # large inputs: the weights must still lie in (0, 1)
+    with torch.no_grad():
+        w_sp, w_cn = hsg.weights(deep, (16, 16))
+        refined = hsg(f_c, deep)
+    assert w_sp.shape == (2, 1, 16, 16) and w_cn.shape == (2, 4, 1, 1)
+    for w in (w_sp, w_cn):
+        assert 0 <= float(w.min()) and float(w.max()) <= 1
+    brute = torch.empty_like(f_c)  # Eq. 4 element by element
+    for b in range(2):
+        for c in range(4):
+            for y in range(16):
+                for x in range(16):
+                    brute[b, c, y, x] = w_sp[b, 0, y, x] * f_c[b, c, y, x] * w_cn[b, c, 0, 0]
+    torch.testing.assert_close(refined, brute)
+    assert bool((refined.abs() <= f_c.abs() + 1e-6).all())  # a filter: it only attenuates
+
+    head = PredictionHead(4)
+    x = torch.randn(2, 4, 8, 8, generator=g)
+    logits = head(x, (32, 32))
+    assert logits.shape == (2, 2, 32, 32)
+    upsample_first = head.conv(F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False))
+    torch.testing.assert_close(logits, upsample_first, rtol=1e-5, atol=1e-5)  # conv and upsampling commute
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(hsg=False, mss=False), dict(hsg=False), dict(mss=False),
+                                       dict(discriminator="vanilla")])
+def test_forward_outputs_and_ablation_switches(overrides):
+    net = POUTANet(Config(base_width=4, unet_base_width=2, **overrides)).eval()
+    out = net(torch.rand(2, 3, 64, 64), levels=True)
+    assert out["logits"].shape == (2, 2, 64, 64) and out["logits"].dtype == torch.float32
+    assert [f.shape[-1] for f in out["features"]] == [64, 32, 16, 8]
+    if overrides.get("discriminator") == "vanilla":
+        assert "contrast" not in out
+        return
+    if overrides.get("hsg", True):
+        assert all(not torch.equal(f, c) for f, c in zip(out["features"][:3], out["contrast"][:3]))
+        assert torch.equal(out["features"][3], out["contrast"][3])  # F_C4 is not refined
+    else:
+        assert all(torch.equal(f, c) for f, c in zip(out["features"], out["contrast"]))
+    assert ("level_logits" in out) == overrides.get("mss", True)
+
+
+# ------------------------------------------------------------------------------------------- losses
+
+
+def test_focal_plus_l1_equals_hand_computed_value():
+    prob = torch.tensor([0.9, 0.2]).view(1, 1, 1, 2)
+    mask = torch.tensor([1.0, 0.0]).view(1, 1, 1, 2)
+    focal = (-(0.1**2) * math.log(0.9) - (0.2**2) * math.log(0.8)) / 2  # gamma = 2, no alpha
+    l1 = (0.1 + 0.2) / 2
+    assert float(segmentation_loss(prob, mask)) == pytest.approx(focal + l1, rel=1e-5)
+    # Eq. 6: weighted sum over levels
+    levels = [prob, torch.full_like(prob, 0.5)]
+    half = (0.5**2 * math.log(2)) + 0.5
+    assert float(mss_loss(levels, mask, (0.4, 0.6))) == pytest.approx(0.4 * (focal + l1) + 0.6 * half, rel=1e-5)
+    with pytest.raises(ValueError):
+        mss_loss(levels, mask, (1.0,))
+
+
+def test_reconstruction_loss_zero_for_identical_images():
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert float(reconstruction_loss(x, x)) == pytest.approx(0.0, abs=1e-5)
+    y = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
+    assert float(reconstruction_loss(y, x)) > float(F.mse_loss(y, x)) > 0  # the SSIM term adds to the MSE
+
+
+def test_image_score_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(2, 9, 9, generator=g)
+    w, r = 5, 2
+    padded = F.pad(maps, (r, r, r, r))
+    brute = torch.tensor([max(float(padded[b, y:y + w, x:x + w].sum()) / w**2 for y in range(9) for x in range(9))
+                          for b in range(2)])
+    torch.testing.assert_close(image_score(maps, w), brute)
+
+
+def test_grad_cam_equals_hand_computed_map():
+    a = torch.randn(1, 2, 3, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    score = 2 * a[:, 0].sum(dim=(1, 2)) - a[:, 1].sum(dim=(1, 2))  # d score / d A = (2, -1) everywhere
+    torch.testing.assert_close(grad_cam(a, score), F.relu(2 * a[:, 0] - a[:, 1]).detach())
+
+
+def test_count_flops_of_a_convolution():
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    assert count_flops(conv, torch.zeros(1, 3, 8, 8)) == 2 * 8 * 8 * 4 * 3 * 9
+
+
+# ----------------------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("name,overrides", [("pouta", {}), ("pouta", dict(hsg=False, mss=False)), ("pouta_vanilla", {})])
+def test_gradients_reach_every_module(name, overrides):
+    model = create(name, "smoke", **{**TINY, **overrides})
+    terms = model.loss_terms(fake_batch(size=32))
+    assert set(terms) == ({"loss", "rec", "pre", "mss"} if name == "pouta" and overrides.get("mss", True)
+                          else {"loss", "rec", "pre"})
+    terms["loss"].backward()
+    for pname, p in model.net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert float(p.grad.abs().sum()) > 0, pname
+
+
+def test_short_run_lowers_the_loss(split):
+    model = create("pouta", "smoke", **{**TINY, "image_size": 32, "epochs": 4, "samples_per_epoch": 8})
+    model.fit(split.train[:4])
+    assert len(model.history) == 4 and all(math.isfinite(v) for v in model.history)
+    assert model.history[-1] < model.history[0]
+
+
+def test_predict_contract_and_save_load_round_trip(fitted, split, tmp_path):
+    batch = next(iter(fitted.loader(split.test[:3])))
+    res = fitted.predict(batch)
+    assert isinstance(res, AnomalyResult)
+    assert res.scores.shape == (3,) and res.maps.shape == (3, 64, 64)
+    assert float(res.maps.min()) >= 0 and float(res.maps.max()) <= 1
+    torch.testing.assert_close(res.scores, image_score(res.maps, fitted.config.score_pool))
+    assert res.extras["reconstruction"].shape == (3, 3, 64, 64) and res.extras["level_maps"].shape == (3, 4, 64, 64)
+    cam = fitted.saliency(batch, level=2)
+    assert cam.shape == (3, 64, 64) and float(cam.min()) >= 0 and float(cam.max()) <= 1 + 1e-6
+
+    path = fitted.save(tmp_path / "pouta.pt")
+    again = create("pouta", "smoke", **{**TINY, "seed": 5}).load(path)
+    torch.testing.assert_close(again.predict(batch).maps, res.maps)
+    with pytest.raises(CheckpointError):
+        create("pouta_vanilla", "smoke", **TINY).load(path)
+
+
+def test_same_seed_same_training_and_scores(split):
+    runs = [create("pouta_vanilla", "smoke", **{**TINY, "seed": 3}).fit(split.train[:4]) for _ in range(2)]
+    assert runs[0].history == runs[1].history
+    batch = next(iter(runs[0].loader(split.test[:2])))
+    assert torch.equal(runs[0].predict(batch).maps, runs[1].predict(batch).maps)
+
+
+def test_complexity_table_vi_shape():
+    pouta = create("pouta", "smoke", device="cpu").complexity()
+    vanilla = create("pouta_vanilla", "smoke", device="cpu").complexity()
+    assert 0 < pouta["params_m"] < vanilla["params_m"]  # reusing representations saves the U-Net's encoder
+    assert 0 < pouta["gflops"] < vanilla["gflops"]
+
+
+def test_bench_row(synth_root):
+    overrides = {**TINY, "image_size": 32}
+    row = run_benchmark("pouta", synth_root, "washer", preset="smoke", **overrides)
+    for key in ("image_auroc", "pixel_auroc", "aupro", "pixel_ap", "fit_s", "ms_per_image"):
+        assert key in row and not math.isnan(row[key])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_predict(split):
+    model = create("pouta", "smoke", **{**TINY, "device": "cuda"}).fit(split.train[:4])
+    res = model.predict(next(iter(model.loader(split.test[:2]))))
+    assert res.maps.is_cuda and res.maps.dtype == torch.float32 and torch.isfinite(res.maps).all()
