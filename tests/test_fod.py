@@ -150,10 +150,12 @@ def test_reconstruction_and_discrepancy_weight():
     div = torch.tensor([[0.1, 0.5, 3.0, 0.2], [1.0, 1.0, 1.0, 1.0]])
     w = discrepancy_weight(div)
     p = torch.softmax(-div, -1)
-    torch.testing.assert_close(w, 4 * (p.amax(-1, keepdim=True) - p))
-    assert float(w[0, 0]) == 0 and int(w[0].argmax()) == 2 and torch.allclose(w[1], torch.zeros(4))
+    torch.testing.assert_close(w, 1 - p / p.amax(-1, keepdim=True))  # official max(p) - p, divided by max(p)
+    torch.testing.assert_close(w[0], torch.tensor([0.0, 1 - math.exp(-0.4), 1 - math.exp(-2.9), 1 - math.exp(-0.1)]))
+    assert int(w[0].argmax()) == 2 and torch.allclose(w[1], torch.zeros(4))
     torch.testing.assert_close(discrepancy_weight(div[:1]), w[:1])  # per image: the batch does not matter
-    torch.testing.assert_close(discrepancy_weight(div, larger_is_anomalous=False), 4 * p)
+    torch.testing.assert_close(discrepancy_weight(div + 5.0), w)     # only differences of divergences count
+    torch.testing.assert_close(discrepancy_weight(div, larger_is_anomalous=False), p / p.amax(-1, keepdim=True))
 
 
 def test_transformer_shapes_and_gradients_reach_every_module():

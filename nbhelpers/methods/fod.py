@@ -11,7 +11,7 @@ frozen CNN. Its attention maps are the object of learning (**I2Correlation**):
   low entropy — a normal patch correlates sharply with the reference at its own place;
 * the **target correlations** ``T`` (Eq. 5) are RBF kernels over patch-grid distances with a
   learnable ``(sigma_y, sigma_x)`` per head and query position, each row normalised to sum 1;
-* the layer output is ``Z_g - Z_e`` (§3.5).
+* the I2Correlation output is ``Z_g - Z_e`` (§3.5).
 
 Losses: reconstruction (Eq. 3) + intra (Eq. 8) + inter (Eq. 10) = Eq. 11, with the min-max routing
 of the official code (as in Anomaly Transformer): one copy of the divergence trains the attention
@@ -21,13 +21,16 @@ upsampled and averaged, Gaussian smoothing, image score = maximum.
 
 Differences from the official repository (xcyao00/FOD), all deliberate:
 
+* the I2Correlation output is added to the layer input as Eq. 1 is printed (in the official code
+  the two residuals cancel; ``Config.residual=False`` reproduces that);
+* the output projection starts at the mean normal feature (see :meth:`FODTransformer.init_output`);
 * the attention output projection is applied (the official code computes and discards it);
 * reference features are embedded once and broadcast over the batch (the official code repeats them
   to the training batch size, which breaks the last, smaller batch);
 * grid distances are computed from the feature-map shape (no ``distances/*.npy`` files tied to the
   working directory), so any input size works;
-* the inter-correlation discrepancy is normalised per image as ``N * (max_i p_i - p_i)`` with
-  ``p = softmax(-Div)`` over the ``N`` patches of the image — see :func:`discrepancy_weight`.
+* the inter-correlation discrepancy is normalised per image as ``1 - p_i / max_j p_j`` with
+  ``p = softmax(-Div)`` over the patches of the image — see :func:`discrepancy_weight`.
 """
 from __future__ import annotations
 
@@ -69,9 +72,10 @@ class Config(MethodConfig):
         reference: ``"mean"`` (position-wise mean of normal features, §3.4) or ``"coreset"``
             (greedy k-center coreset of all normal patches, ``coreset_size`` entries per level,
             each keeping the grid position it came from; ``coreset_size=0``: as many as patches).
-        residual: add ``X_{k-1}`` to the I2Correlation output as Eq. 1 is printed. The official
-            code's residuals cancel (``(x + Z_g) - (x + Z_e)``), which keeps the transformer from
-            copying its input; ``False`` follows the code.
+        residual: add ``X_{k-1}`` to the I2Correlation output as Eq. 1 is printed (default). In the
+            official code the two residuals cancel (``(x + Z_g) - (x + Z_e)``): ``False`` follows the
+            code — the patch's own features then reach the output only through the attention weights,
+            which learns far more slowly (measured in the closing note of issue 6).
         scoring: ``"rec_div"`` (Eq. 12), ``"rec"`` (reconstruction only) or ``"div"`` (correlation
             discrepancy only) — Table 4's "Anomaly Scoring" column.
         sigma: Gaussian smoothing of the upsampled map (official: 4, at 256 px).
@@ -90,7 +94,7 @@ class Config(MethodConfig):
     intra_entropy: bool = True
     reference: str = "mean"
     coreset_size: int = 0
-    residual: bool = False
+    residual: bool = True
     scoring: str = "rec_div"
     sigma: float = 4.0
     grad_clip: float | None = None
@@ -98,8 +102,10 @@ class Config(MethodConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": dict(image_size=64, layers=(2, 3), d_model=(32, 32), heads=2, n_layers=2, batch_size=4,
                       epochs=2, lr=1e-3, sigma=1.0, progress=False),
-        "cpu": dict(image_size=256, layers=(2, 3), d_model=(64, 64), heads=4, n_layers=3, batch_size=4,
-                    epochs=10, lr=5e-4),
+        # 128 px: 16x16 + 8x8 patches; at 256 px the stride-8 level has 1024 patches and its N x N
+        # correlation maps cost 16 times as much (minutes per epoch on 2 CPU cores)
+        "cpu": dict(image_size=128, layers=(2, 3), d_model=(64, 64), heads=4, n_layers=3, batch_size=4,
+                    epochs=15, lr=1e-3),
         "paper": dict(backbone="efficientnet_b6", weights="timm", layers=(2, 3), image_size=256,
                       d_model=(256, 512), heads=8, n_layers=3, batch_size=1, epochs=100, lr=1e-4),
     }
@@ -240,18 +246,21 @@ def inter_loss(div_attn: torch.Tensor, div_sigma: torch.Tensor, entropy: torch.T
 def discrepancy_weight(div: torch.Tensor, larger_is_anomalous: bool = True) -> torch.Tensor:
     """Normalised correlation discrepancy per patch, the second factor of Eq. 12.
 
-    ``p = softmax(-Div)`` over the ``N`` patches of each image. Eq. 12 prints ``1 - p``, which is
-    ``1 - O(1/N)`` for every patch and so hardly changes the ranking; the official code uses
-    ``max(p) - p``. This function returns ``N * (max_i p_i - p_i)``: zero for the patch that
-    correlates best with the normal reference, and (by the factor ``N``) on the same scale for levels
-    with different patch counts. Per image, so batch size does not matter. For the intra branch,
-    where *small* divergence is anomalous, ``larger_is_anomalous=False`` returns ``N * p``.
+    With ``p = softmax(-Div)`` over the ``N`` patches of each image, Eq. 12 prints ``1 - p``: for
+    hundreds of patches ``p ~ 1/N``, so ``1 - p ~ 1`` everywhere and the correlations would hardly
+    change the ranking. The official code uses ``max(p) - p``, whose scale ``max(p)`` depends on how
+    peaked each image's divergences are — a per-image factor that scrambles the image scores (the max
+    of the map). This function divides by it: ``1 - p / max(p) = 1 - exp(min(Div) - Div)``, in
+    ``[0, 1)``: zero for the patch that matches the normal reference best, towards 1 for patches whose
+    divergence exceeds it by a few nats; the same order as the official weight within an image, and
+    independent of ``N`` and of the batch. For the intra branch, where a *small* divergence is
+    anomalous (official score ``softmax(-Div)``), ``larger_is_anomalous=False`` returns
+    ``p / max(p) = exp(min(Div) - Div)``.
 
     ``float[B, N] -> float[B, N]``.
     """
-    n = div.shape[-1]
-    p = torch.softmax(-div.float(), dim=-1)
-    return n * (p.amax(-1, keepdim=True) - p) if larger_is_anomalous else n * p
+    relative = torch.exp(div.float().amin(-1, keepdim=True) - div.float())  # p / max(p)
+    return 1 - relative if larger_is_anomalous else relative
 
 
 # ---------------------------------------------------------------------------------- modules
@@ -364,7 +373,7 @@ class FODLayer(nn.Module):
     (FFN: ``d -> ffn_ratio*d -> d`` with GELU). Same call signature as :class:`I2Correlation`."""
 
     def __init__(self, d_model: int, heads: int, ffn_ratio: int = 4, intra: bool = True, inter: bool = True,
-                 residual: bool = False) -> None:
+                 residual: bool = True) -> None:
         super().__init__()
         self.residual = residual
         self.correlation = I2Correlation(d_model, heads, intra, inter)
@@ -394,7 +403,7 @@ class FODTransformer(nn.Module):
     """
 
     def __init__(self, in_channels: int, d_model: int, heads: int, n_layers: int, ffn_ratio: int = 4,
-                 intra: bool = True, inter: bool = True, residual: bool = False) -> None:
+                 intra: bool = True, inter: bool = True, residual: bool = True) -> None:
         super().__init__()
         self.use_inter = inter
         self.embedding = PatchEmbedding(in_channels, d_model)
