@@ -30,6 +30,7 @@ def test_notebook_is_stripped_and_parameterised(path):
 
 
 @pytest.mark.notebooks
+@pytest.mark.timeout(3600)  # all nine notebooks in one test; the suite-wide default is 1200 s per test
 def test_all_notebooks_execute_with_smoke_preset(synth_root, tmp_path):
     runs = run_collection(ROOT / "notebooks", tmp_path / "reports", preset="smoke", data_root=synth_root, timeout=600)
     failed = {r.name: f"cell {r.failed_cell}: {r.error}" for r in runs if r.status != "ok"}
