@@ -90,7 +90,7 @@ def evaluate_method(method: AnomalyMethod, split: Split, keep_predictions: bool 
 def run_benchmark(method: str, data_root: str | Path, category: str, preset: str = "cpu", layout: str = "auto",
                   device: str = "auto", seed: int = 0, output: str | Path | None = None,
                   keep_predictions: bool = False, checkpoint_dir: str | Path | None = None,
-                  **overrides: Any) -> dict[str, Any]:
+                  refit: bool = False, **overrides: Any) -> dict[str, Any]:
     """Fit ``method`` (registry name) with ``preset`` on ``category`` of ``data_root`` and evaluate it.
 
     Methods that train on a few real anomalies (``config.seen_anomalies > 0``) get them from the test
@@ -100,7 +100,8 @@ def run_benchmark(method: str, data_root: str | Path, category: str, preset: str
     ``ms_per_image``, ``peak_mem_mb``, ``n_train``, ``n_test``, ``device``, ``seed``, ``preset``. With
     ``output`` the row is also written there as JSON. With ``checkpoint_dir`` the fitted method is
     saved there and a later call with the same method, category, preset, seed and overrides loads it
-    instead of training again (``cached=True``, ``fit_s`` of the original fit).
+    instead of training again (``cached=True``, ``fit_s`` of the original fit); ``refit`` trains
+    anyway and replaces the cached checkpoint.
     """
     split = load_split(data_root, category, layout=layout)
     model = create(method, preset, device=device, seed=seed, **overrides)
@@ -111,7 +112,7 @@ def run_benchmark(method: str, data_root: str | Path, category: str, preset: str
     if checkpoint_dir is not None:
         tag = "_".join(f"{k}-{v}" for k, v in sorted(overrides.items()))
         ckpt = Path(checkpoint_dir) / f"{method}_{category}_{preset}_seed{seed}{'_' + tag if tag else ''}.pt"
-    cached = ckpt is not None and ckpt.is_file()
+    cached = not refit and ckpt is not None and ckpt.is_file() and ckpt.with_suffix(".json").is_file()
     if cached:
         model.load(ckpt)
         fit_s = float(json.loads(ckpt.with_suffix(".json").read_text())["fit_s"])

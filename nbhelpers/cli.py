@@ -66,7 +66,7 @@ def _cmd_throughput(args: argparse.Namespace) -> int:
 
     cat = _categories(args.data, args.category, args.layout)[0]
     rows = []
-    for method in args.method.split(","):
+    for method in _methods(args.method):
         rows += throughput(method, args.data, cat, preset=args.preset, batch_sizes=args.batch_sizes,
                            device=args.device, seed=args.seed, layout=args.layout,
                            **{"epochs": 1, **_overrides(args)})
@@ -80,6 +80,13 @@ def _cmd_throughput(args: argparse.Namespace) -> int:
     return 0
 
 
+def _methods(spec: str) -> list[str]:
+    """``all`` (every registered method) or a comma list of method names."""
+    from nbhelpers.methods import available
+
+    return available() if spec == "all" else [m.strip() for m in spec.split(",") if m.strip()]
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from nbhelpers.benchmark import format_table, run_benchmark
 
@@ -87,7 +94,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return _cmd_throughput(args)
     rows, failures = [], []
     out = Path(args.out)
-    for method in args.method.split(","):
+    for method in _methods(args.method):
         for cat in _categories(args.data, args.category, args.layout):
             row_file = out / f"{method}_{cat}_{args.preset}_seed{args.seed}.json"
             if row_file.exists() and not args.force:  # resume: rows finished before an interruption are kept
@@ -96,7 +103,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 continue
             try:
                 rows.append(run_benchmark(method, args.data, cat, preset=args.preset, layout=args.layout,
-                                          device=args.device, seed=args.seed, output=row_file, **_overrides(args)))
+                                          device=args.device, seed=args.seed, output=row_file,
+                                          checkpoint_dir=out / "checkpoints", refit=args.force,
+                                          **_overrides(args)))
             except NbhelpersError as exc:
                 failures.append(f"{method}/{cat}: {exc}")
                 print(f"FAILED {method}/{cat}: {exc}", file=sys.stderr)
@@ -183,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="fit + evaluate methods on categories; print a table, write JSON")
     common(b)
     b.add_argument("--category", default="all", help="a category, a comma list, or 'all'")
-    b.add_argument("--out", default="reports/bench")
+    b.add_argument("--out", default="reports/bench",
+                   help="rows <method>_<category>_<preset>_seed<seed>.json, results.json/.md, checkpoints/")
     b.add_argument("--force", action="store_true", help="recompute rows whose JSON already exists")
     b.add_argument("--throughput", action="store_true",
                    help="inference images/s at --batch-sizes on the first category (model fitted for 1 epoch)")

@@ -27,8 +27,9 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, en
     """Wrap ``iterable`` in a text progress bar (on stderr) unless progress is switched off.
 
     Args:
-        enabled: ``None`` follows the global switch; ``True``/``False`` override it for this bar.
+        enabled: ``False`` hides this bar; ``None``/``True`` show it unless the global switch
+            (:func:`set_progress`, ``NBHELPERS_PROGRESS=0``) is off, which silences every bar.
     """
-    on = _ENABLED if enabled is None else enabled
+    on = _ENABLED and enabled is not False
     return tqdm(iterable, desc=desc, total=total, disable=not on, leave=leave, file=sys.stderr,
                 dynamic_ncols=False, ncols=100, mininterval=1.0, **kwargs)

@@ -122,8 +122,10 @@ def test_cli_bench_resumes_finished_rows(synth_root, tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0
     assert "0.123" in capsys.readouterr().out
+    assert (tmp_path / "checkpoints" / "baseline_grass_smoke_seed0.pt").is_file()  # notebook 07 reuses the fit
     assert main(args + ["--force"]) == 0
-    assert json.loads(row_file.read_text())["image_auroc"] != 0.123
+    forced = json.loads(row_file.read_text())
+    assert forced["image_auroc"] != 0.123 and not forced["cached"]  # --force refits, not loads
 
 
 def test_bench_checkpoint_cache(synth_root, tmp_path):
@@ -133,6 +135,16 @@ def test_bench_checkpoint_cache(synth_root, tmp_path):
     assert again["fit_s"] == first["fit_s"] and again["image_auroc"] == first["image_auroc"]
     other = run_benchmark("baseline", synth_root, "grass", preset="smoke", checkpoint_dir=tmp_path, coreset_ratio=1.0)
     assert not other["cached"]  # other overrides, other checkpoint
+    refit = run_benchmark("baseline", synth_root, "grass", preset="smoke", checkpoint_dir=tmp_path, refit=True)
+    assert not refit["cached"] and refit["fit_s"] != first["fit_s"]
+
+
+def test_cli_methods_all_lists_every_registered_method():
+    from nbhelpers.cli import _methods
+    from nbhelpers.methods import available
+
+    assert _methods("all") == available() and "baseline" in _methods("all")
+    assert _methods("prn, fod") == ["prn", "fod"]
 
 
 def test_cli_throughput(synth_root, tmp_path, capsys):

@@ -51,7 +51,7 @@ from nbhelpers.errors import ConfigError
 from nbhelpers.maps import max_score, smooth, upsample
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, register
 from nbhelpers.progress import progress
-from nbhelpers.train import autocast, fit, to_device
+from nbhelpers.train import TrainResult, autocast, fit, to_device
 
 EPS = 1e-4  # inside the logarithms of the divergence and entropy (official code)
 REFERENCES = ("mean", "coreset")
@@ -455,7 +455,14 @@ class FODTransformer(nn.Module):
 
 @register
 class FOD(AnomalyMethod):
-    """Focus-the-Discrepancy anomaly detection: one :class:`FODTransformer` per backbone level."""
+    """Focus-the-Discrepancy anomaly detection: one :class:`FODTransformer` per backbone level.
+
+    Attributes:
+        backbone: the frozen :class:`~nbhelpers.backbones.FeatureExtractor`.
+        nets: ``nn.ModuleList`` of the level transformers (the only trainable part).
+        train_result: the :class:`~nbhelpers.train.TrainResult` of the last :meth:`fit` (per-epoch
+            means of every loss term under ``.terms``), ``None`` before fitting.
+    """
 
     name = "fod"
     config_class = Config
@@ -467,7 +474,7 @@ class FOD(AnomalyMethod):
         self.nets = nn.ModuleList(
             FODTransformer(c, d, cfg.heads, cfg.n_layers, cfg.ffn_ratio, cfg.intra, cfg.inter, cfg.residual)
             for c, d in zip(self.backbone.channels, cfg.d_model)).to(self.device)
-        self.train_result = None
+        self.train_result: TrainResult | None = None
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Locally averaged (3x3) frozen backbone features per level: ``list[float[B, C_l, h_l, w_l]]``."""
