@@ -35,6 +35,12 @@ def peak_memory_mb(device: torch.device) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
+def row_path(out_dir: str | Path, method: str, category: str, preset: str, seed: int) -> Path:
+    """Where ``nbhelpers bench`` and notebook 07 keep one result row: ``<out>/<method>_<category>_<preset>_seed<seed>.json``
+    (fitted models go to ``<out>/checkpoints``), so either reuses what the other computed."""
+    return Path(out_dir) / f"{method}_{category}_{preset}_seed{seed}.json"
+
+
 def hold_out_anomalies(split: Split, n: int, seed: int = 0) -> tuple[list[Sample], Split]:
     """Take ``n`` anomalous test samples out of ``split`` as *seen* anomalies for training.
 

@@ -88,7 +88,7 @@ def _methods(spec: str) -> list[str]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from nbhelpers.benchmark import format_table, run_benchmark
+    from nbhelpers.benchmark import format_table, row_path, run_benchmark
 
     if args.throughput:
         return _cmd_throughput(args)
@@ -96,7 +96,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for method in _methods(args.method):
         for cat in _categories(args.data, args.category, args.layout):
-            row_file = out / f"{method}_{cat}_{args.preset}_seed{args.seed}.json"
+            row_file = row_path(out, method, cat, args.preset, args.seed)
             if row_file.exists() and not args.force:  # resume: rows finished before an interruption are kept
                 rows.append(json.loads(row_file.read_text()))
                 print(f"[bench] {method}/{cat}: done before, kept ({row_file}); --force recomputes", file=sys.stderr)
