@@ -8,10 +8,15 @@ model in ``DistributedDataParallel``; methods compute banks/prototypes on rank 0
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 def is_distributed() -> bool:
@@ -52,6 +57,38 @@ def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     if is_distributed():
         dist.broadcast(tensor, src)
     return tensor
+
+
+def to_device(obj: T, device: torch.device | str) -> T:
+    """``obj`` with every tensor moved to ``device``: tensors, lists, tuples (named too), dicts and
+    dataclasses (rebuilt, so ``__post_init__`` derivations follow), recursively; other values as they are."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return type(obj)((k, to_device(v, device)) for k, v in obj.items())
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(to_device(v, device) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: to_device(getattr(obj, f.name), device)
+                                           for f in dataclasses.fields(obj) if f.init})
+    return obj
+
+
+def computed_once(fn: Callable[[], T], device: torch.device | str) -> T:
+    """``fn()`` computed on rank 0 only and sent to every rank, its tensors on ``device``.
+
+    For what every process would otherwise compute alike before training — memory banks, template
+    banks, k-means prototypes, reference features: the other ranks wait instead of repeating the pass
+    over the training set, and all ranks hold bit-identical copies. ``fn`` must not call collectives.
+    The result travels pickled through CPU (``broadcast_object_list``). In one process: ``fn()``.
+    """
+    if not is_distributed():
+        return fn()
+    box: list[Any] = [to_device(fn(), "cpu") if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return to_device(box[0], device)
 
 
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:

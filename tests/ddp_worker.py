@@ -29,9 +29,24 @@ def train(batch_size: int, loader: DataLoader | None = None, checkpoint: str | N
             "world_size": distributed.world_size()}
 
 
+def bank_on_rank() -> dict:
+    """What ``computed_once`` hands every rank: rank 0's value, computed there only."""
+    calls = []
+
+    def build():
+        calls.append(distributed.rank())
+        return {"bank": torch.full((2, 3), float(distributed.rank())), "names": ["a", "b"]}
+
+    got = distributed.computed_once(build, "cpu")
+    return {"bank": got["bank"].tolist(), "names": got["names"], "calls": calls}
+
+
 if __name__ == "__main__":
     assert distributed.init_from_env()
+    once = [None, None]
+    torch.distributed.all_gather_object(once, bank_on_rank())
     out = train(batch_size=4, checkpoint=sys.argv[2] if len(sys.argv) > 2 else None)
+    out["computed_once"] = once
     if distributed.is_main():
         with open(sys.argv[1], "w") as fh:
             json.dump(out, fh)

@@ -22,6 +22,19 @@ def test_single_process_helpers_are_identities():
     t = torch.arange(3.0)
     assert distributed.broadcast(t) is t and torch.equal(distributed.all_reduce_mean(t), t)
     assert distributed.init_from_env() is False  # outside torchrun nothing happens
+    assert distributed.computed_once(lambda: t, "cpu") is t
+
+
+def test_to_device_rebuilds_containers_and_dataclasses():
+    from nbhelpers.methods.prn import KMeansResult
+    from nbhelpers.methods.thfr import TemplateBank
+
+    bank = TemplateBank([torch.randn(3, 2, 2, 2, dtype=torch.float64)], ["a", "b", "c"])
+    moved = distributed.to_device({"bank": bank, "k": KMeansResult(torch.ones(2), torch.zeros(2), 1.0, [1.0])},
+                                  torch.device("cpu"))
+    assert isinstance(moved["bank"], TemplateBank) and moved["bank"].paths == ["a", "b", "c"]
+    assert torch.equal(moved["bank"].keys, bank.keys)  # __post_init__ ran again on the moved features
+    assert isinstance(moved["k"], KMeansResult) and moved["k"].inertia == 1.0
 
 
 @pytest.mark.timeout(300)
@@ -40,3 +53,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert ddp["losses"] == pytest.approx(ref["losses"], rel=1e-5)
     assert ddp["weight"] == pytest.approx(ref["weight"], rel=1e-5, abs=1e-6)
     assert load_checkpoint(ckpt)["losses"] == pytest.approx(ddp["losses"])  # written once, by rank 0
+    # banks / prototypes / reference features: computed on rank 0 only, the same copy on both ranks
+    rank0, rank1 = ddp["computed_once"]
+    assert rank0["calls"] == [0] and rank1["calls"] == []
+    assert rank0["bank"] == rank1["bank"] == [[0.0] * 3] * 2 and rank1["names"] == ["a", "b"]

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from nbhelpers.backbones import FeatureExtractor
 from nbhelpers.coreset import greedy_coreset, nearest_distance
 from nbhelpers.data.records import Sample
+from nbhelpers.distributed import computed_once
 from nbhelpers.maps import max_score, smooth, upsample
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, register
 from nbhelpers.progress import progress
@@ -78,14 +79,18 @@ class Baseline(AnomalyMethod):
     def fit(self, train: Sequence[Sample], val: Sequence[Sample] | None = None,
             anomalies: Sequence[Sample] | None = None) -> Baseline:
         """Fill the memory bank with every patch of the normal ``train`` images, then subsample it."""
+        self.bank = computed_once(lambda: self._build_bank(train), self.device)
+        return self
+
+    def _build_bank(self, train: Sequence[Sample]) -> torch.Tensor:
+        """Every patch embedding of ``train``, subsampled by the coreset: ``float[M,D]``."""
         feats = []
         for batch in progress(self.loader(train), desc="baseline bank", enabled=self.config.progress):
             emb = self.embed(batch["image"].to(self.device))
             feats.append(emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]))
         bank = torch.cat(feats)
         idx = greedy_coreset(bank, self.config.coreset_ratio, self.config.projection_dim, self.config.seed)
-        self.bank = bank[idx].contiguous()
-        return self
+        return bank[idx].contiguous()
 
     @torch.no_grad()
     def predict(self, batch: dict) -> AnomalyResult:

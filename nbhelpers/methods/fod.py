@@ -47,6 +47,7 @@ from torch import nn
 from nbhelpers.backbones import FeatureExtractor
 from nbhelpers.coreset import greedy_coreset
 from nbhelpers.data.records import Sample
+from nbhelpers.distributed import computed_once
 from nbhelpers.errors import ConfigError
 from nbhelpers.maps import max_score, smooth, upsample
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, register
@@ -542,7 +543,7 @@ class FOD(AnomalyMethod):
             anomalies: Sequence[Sample] | None = None) -> FOD:
         """Compute the reference features, then train the level transformers on ``train`` (Adam)."""
         cfg = self.config
-        means, coresets = self.reference_features(train)
+        means, coresets = computed_once(lambda: self.reference_features(train), self.device)
         for level, (net, mean) in enumerate(zip(self.nets, means)):
             net.init_output(mean.mean(0))
             if cfg.inter:

@@ -44,6 +44,7 @@ from nbhelpers.data.anomalies import (
 from nbhelpers.data.io import read_image
 from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import make_loader, resize_image, union_mask
+from nbhelpers.distributed import computed_once
 from nbhelpers.errors import ConfigError, DatasetError
 from nbhelpers.losses import focal_loss
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, register
@@ -671,8 +672,14 @@ class PRN(AnomalyMethod):
         if self.network.prototypes is None:
             return []
         cfg = self.config
-        self.kmeans_results = self.network.prototypes.fit(self.features(train), cfg.prototype_ratio,
-                                                          cfg.kmeans_iters, cfg.seed)
+        prototypes = self.network.prototypes
+
+        def cluster() -> tuple[list[torch.Tensor], list[KMeansResult | None]]:
+            results = prototypes.fit(self.features(train), cfg.prototype_ratio, cfg.kmeans_iters, cfg.seed)
+            return prototypes.prototypes, results
+
+        centers, self.kmeans_results = computed_once(cluster, self.device)
+        prototypes.assign(centers)
         return self.kmeans_results
 
     # ----- training -------------------------------------------------------------------------------

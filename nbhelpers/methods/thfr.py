@@ -45,6 +45,7 @@ from nbhelpers.backbones import FeatureExtractor
 from nbhelpers.coreset import greedy_coreset
 from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import make_loader
+from nbhelpers.distributed import computed_once
 from nbhelpers.errors import ConfigError
 from nbhelpers.losses import cosine_distance_map
 from nbhelpers.maps import max_score, smooth, upsample
@@ -559,7 +560,7 @@ class THFR(AnomalyMethod):
         cfg = self.config
         if len(train) < 2 and cfg.use_template:
             raise ConfigError("THFR needs at least 2 training images (a template must differ from its input).")
-        bank = self.build_bank(train)
+        bank = computed_once(lambda: self.build_bank(train), self.device)
         candidates = bank.candidates(cfg.n_candidates) if cfg.use_template else None
         generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
 
