@@ -2,7 +2,9 @@
 
 Each notebook runs in kernel ``python3`` with the parameters of :func:`notebook_parameters`; its
 executed copy and HTML land in ``reports/``, its ``metrics.json`` in ``reports/<name>/``. A failing
-notebook is recorded with its failing cell and the others still run.
+notebook is recorded with its failing cell and the others still run. ``--only`` runs update their
+rows of the index and keep the other notebooks' rows from earlier runs with the same preset, so a
+long collection can be executed a few notebooks at a time.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,8 @@ PARAMETER_KEYS = ("PRESET", "DATA_ROOT", "CATEGORY", "DEVICE", "SEED", "OUTPUT_D
 
 @dataclass
 class NotebookRun:
-    """Outcome of one notebook: status ``ok``/``failed``, seconds, failing cell, metrics, output files."""
+    """Outcome of one notebook: status ``ok``/``failed``, seconds, failing cell, metrics, output files,
+    the preset and when it finished (UTC, ISO 8601)."""
 
     name: str
     status: str
@@ -31,6 +35,8 @@ class NotebookRun:
     error: str | None = None
     failed_cell: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    preset: str = ""
+    finished: str = ""
 
 
 def discover(notebook_dir: str | Path, only: Sequence[str] | None = None) -> list[Path]:
@@ -78,7 +84,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], timeout:
     output_dir = Path(parameters["OUTPUT_DIR"])
     output_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    run = NotebookRun(name=path.stem, status="ok", seconds=0.0, executed=str(executed))
+    run = NotebookRun(name=path.stem, status="ok", seconds=0.0, executed=str(executed), preset=str(parameters["PRESET"]))
     try:
         pm.execute_notebook(str(path), str(executed), parameters=parameters, kernel_name="python3",
                             cwd=str(path.parent), progress_bar=False, execution_timeout=timeout)
@@ -88,6 +94,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, Any], timeout:
     except Exception as exc:  # kernel death, missing kernel, unreadable notebook ...
         run.status, run.error = "failed", f"{exc.__class__.__name__}: {exc}"
     run.seconds = time.perf_counter() - t0
+    run.finished = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if executed.exists():
         try:
             run.html = str(export_html(executed, executed.with_suffix(".html")))
@@ -121,14 +128,15 @@ def write_index(runs: Sequence[NotebookRun], out_dir: Path, preset: str) -> Path
     for r in runs:
         link = f"<a href='{html.escape(Path(r.html).name)}'>{html.escape(r.name)}</a>" if r.html else html.escape(r.name)
         status = "✅ ok" if r.status == "ok" else f"❌ failed (cell {r.failed_cell}): {html.escape(r.error or '')}"
-        rows.append(f"<tr><td>{link}</td><td>{status}</td><td>{r.seconds:.1f}</td><td>{_metrics_html(r.metrics)}</td></tr>")
+        rows.append(f"<tr><td>{link}</td><td>{status}</td><td>{r.seconds:.1f}</td><td>{html.escape(r.finished)}</td>"
+                    f"<td>{_metrics_html(r.metrics)}</td></tr>")
     failed = sum(r.status != "ok" for r in runs)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>nbhelpers report</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}}
 table.inner td,table.inner th{{font-size:85%}}</style></head><body>
 <h1>Visual anomaly detection notebooks</h1>
 <p>Preset <b>{html.escape(preset)}</b>; {len(runs) - failed} of {len(runs)} notebooks succeeded.</p>
-<table><tr><th>notebook</th><th>status</th><th>seconds</th><th>metrics</th></tr>{''.join(rows)}</table></body></html>"""
+<table><tr><th>notebook</th><th>status</th><th>seconds</th><th>finished (UTC)</th><th>metrics</th></tr>{''.join(rows)}</table></body></html>"""
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     (out_dir / "summary.json").write_text(json.dumps([asdict(r) for r in runs], indent=2,
@@ -136,12 +144,29 @@ table.inner td,table.inner th{{font-size:85%}}</style></head><body>
     return index
 
 
+def earlier_runs(out_dir: Path, preset: str) -> dict[str, NotebookRun]:
+    """The records of ``out_dir/summary.json`` that ran with ``preset``, by notebook name (empty if none)."""
+    summary = out_dir / "summary.json"
+    try:
+        records = json.loads(summary.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    names = {f.name for f in fields(NotebookRun)}
+    return {r["name"]: NotebookRun(**{k: v for k, v in r.items() if k in names})
+            for r in records if isinstance(r, dict) and r.get("preset") == preset and "name" in r}
+
+
 def run_collection(notebook_dir: str | Path = "notebooks", out_dir: str | Path = "reports", preset: str = "cpu",
                    data_root: str | Path = "data/synthad", device: str = "auto", seed: int = 0,
                    only: Sequence[str] | None = None, timeout: int | None = None) -> list[NotebookRun]:
-    """Execute every numbered notebook, export HTML, write the index; returns one record per notebook."""
+    """Execute every numbered notebook (or those ``only`` names), export HTML, write the index.
+
+    Returns one record per notebook run now; the index also lists the other notebooks' latest runs
+    with the same preset (see :func:`earlier_runs`).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    kept = earlier_runs(out, preset)
     runs = []
     for path in discover(notebook_dir, only):
         params = notebook_parameters(preset, data_root, out / path.stem, device=device, seed=seed)
@@ -152,5 +177,6 @@ def run_collection(notebook_dir: str | Path = "notebooks", out_dir: str | Path =
         print(f"[nbhelpers run] {path.name}: {run.status} in {run.seconds:.1f}s"
               + (f" — cell {run.failed_cell}: {run.error}" if run.error else ""), flush=True)
         runs.append(run)
-    write_index(runs, out, preset)
+    latest = {**kept, **{r.name: r for r in runs}}
+    write_index([latest[p.stem] for p in discover(notebook_dir) if p.stem in latest], out, preset)
     return runs

@@ -43,3 +43,21 @@ def test_cli_run_exit_code(tmp_path):
     nbs.mkdir()
     _notebook(nbs / "00_fails.ipynb", "1/0")
     assert main(["run", "--notebooks", str(nbs), "--out", str(tmp_path / "r"), "--data", str(tmp_path)]) == 1
+
+
+def test_partial_runs_update_their_rows_and_keep_the_others(tmp_path):
+    nbs, out = tmp_path / "nbs", tmp_path / "reports"
+    nbs.mkdir()
+    _notebook(nbs / "00_first.ipynb", "x = 1")
+    _notebook(nbs / "01_second.ipynb", "raise ValueError('first attempt')")
+    run_collection(nbs, out, preset="smoke", data_root=tmp_path)
+    _notebook(nbs / "01_second.ipynb", "x = 2")
+    runs = run_collection(nbs, out, preset="smoke", data_root=tmp_path, only=["01"])
+    assert [r.name for r in runs] == ["01_second"]  # only the requested notebook ran
+    summary = {s["name"]: s for s in json.loads((out / "summary.json").read_text())}
+    assert list(summary) == ["00_first", "01_second"] and summary["01_second"]["status"] == "ok"
+    assert summary["00_first"]["status"] == "ok" and summary["00_first"]["finished"]
+    index = (out / "index.html").read_text()
+    assert "00_first.html" in index and "first attempt" not in index and "2 of 2 notebooks" in index
+    run_collection(nbs, out, preset="cpu", data_root=tmp_path, only=["00"])  # another preset: not mixed in
+    assert [s["name"] for s in json.loads((out / "summary.json").read_text())] == ["00_first"]
