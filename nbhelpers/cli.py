@@ -71,7 +71,7 @@ def _cmd_throughput(args: argparse.Namespace) -> int:
                            device=args.device, seed=args.seed, layout=args.layout,
                            **{"epochs": 1, **_overrides(args)})
     table = format_table(rows, columns=("method", "preset", "device", "image_size", "batch_size", "images_per_s",
-                                        "ms_per_batch"))
+                                        "ms_per_batch", "train_images_per_s"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.json").write_text(json.dumps(rows, indent=2))

@@ -153,4 +153,6 @@ def test_cli_throughput(synth_root, tmp_path, capsys):
     assert code == 0
     rows = json.loads((tmp_path / "throughput.json").read_text())
     assert [r["batch_size"] for r in rows] == [1, 4] and all(r["images_per_s"] > 0 for r in rows)
-    assert "images_per_s" in capsys.readouterr().out
+    assert all(r["train_images_per_s"] > 0 for r in rows)
+    out = capsys.readouterr().out
+    assert "images_per_s" in out and "train_images_per_s" in out
