@@ -8,6 +8,7 @@ the local hub cache) or a local ``.pth`` / ``.safetensors`` file.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,9 +29,41 @@ def timm_name(name: str) -> str:
     name = ALIASES.get(name, name)
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:10]
-        raise ConfigError(f"Unknown backbone {name!r}. Similar timm models: {close}. "
-                          "The offline default is 'efficientnet_lite0'.")
+        similar = f"Similar timm models: {close}." if close else "No timm model name is similar."
+        raise ConfigError(f"Unknown backbone {name!r}. {similar} The offline default is 'efficientnet_lite0'; "
+                          "timm.list_models() lists every valid name.")
     return name
+
+
+@functools.lru_cache(maxsize=None)
+def _feature_info(tname: str) -> tuple[tuple[str, int, int], ...]:
+    """``(module, channels, stride)`` of every feature level of timm model ``tname`` (built on the meta
+    device: no memory, no weights)."""
+    try:
+        with torch.device("meta"):
+            info = timm.create_model(tname, pretrained=False, features_only=True).feature_info
+    except Exception:  # a model that cannot be built on the meta device is built for real
+        info = timm.create_model(tname, pretrained=False, features_only=True).feature_info
+    return tuple(zip(info.module_name(), info.channels(), info.reduction()))
+
+
+def level_strides(name: str, layers: Sequence[int]) -> list[int]:
+    """Stride (reduction) of each feature level ``layers`` of backbone ``name``.
+
+    Raises:
+        ConfigError: unknown backbone, or a level the backbone does not have (the valid ones are listed).
+    """
+    info = _feature_info(timm_name(name))
+    layers = tuple(int(i) for i in layers)
+    _check_levels(name, layers, len(info))
+    return [info[i][2] for i in layers]
+
+
+def _check_levels(name: str, layers: tuple[int, ...], n_levels: int) -> None:
+    bad = [i for i in layers if not 0 <= i < n_levels]
+    if bad or not layers:
+        raise ConfigError(f"Backbone {name!r} has no feature level(s) {bad or layers}; valid levels:\n  "
+                          + "\n  ".join(available_layers(name)))
 
 
 def packaged_weights_file() -> Path:
@@ -123,9 +156,7 @@ def create_timm_model(name: str, weights: str | Path | None, **kwargs) -> nn.Mod
 
 def available_layers(name: str) -> list[str]:
     """Feature levels of a backbone as ``"index: module (channels ch, /reduction)"`` strings."""
-    info = timm.create_model(timm_name(name), pretrained=False, features_only=True).feature_info
-    return [f"{i}: {m} ({c} ch, /{r})" for i, (m, c, r) in
-            enumerate(zip(info.module_name(), info.channels(), info.reduction()))]
+    return [f"{i}: {m} ({c} ch, /{r})" for i, (m, c, r) in enumerate(_feature_info(timm_name(name)))]
 
 
 class FeatureExtractor(nn.Module):
@@ -149,11 +180,10 @@ class FeatureExtractor(nn.Module):
                  weights: str | Path | None = PACKAGED) -> None:
         super().__init__()
         layers = tuple(int(i) for i in layers)
+        # built on the CPU, not taken from the cached meta-device info: its random initialisation is part
+        # of the random stream that the methods' own layers are initialised from after seeding
         n_levels = len(timm.create_model(timm_name(name), pretrained=False, features_only=True).feature_info)
-        bad = [i for i in layers if not 0 <= i < n_levels]
-        if bad or not layers:
-            raise ConfigError(f"Backbone {name!r} has no feature level(s) {bad or layers}; valid levels:\n  "
-                              + "\n  ".join(available_layers(name)))
+        _check_levels(name, layers, n_levels)
         self.name, self.layers, self.weights = name, layers, weights
         self.model = create_timm_model(name, weights, features_only=True, out_indices=layers)
         self.model.eval().requires_grad_(False)

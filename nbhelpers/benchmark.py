@@ -11,6 +11,7 @@ import random
 import resource
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import torch
 from nbhelpers.data.layouts import load_split
 from nbhelpers.data.records import Sample, Split
 from nbhelpers.data.torchdata import load_regions
+from nbhelpers.errors import DatasetWarning
 from nbhelpers.methods.base import AnomalyMethod, create
 from nbhelpers.metrics import METRIC_NAMES, evaluate
 
@@ -85,6 +87,12 @@ def evaluate_method(method: AnomalyMethod, split: Split, keep_predictions: bool 
     regions = None
     if split.is_logical and has_masks:
         regions = [load_regions(s, maps.shape[-1]) for s in split.test]
+    if len(set(pred["labels"].tolist())) < 2:
+        only, undefined = (("anomalous", "the image-level metrics are") if split.test and split.test[0].label
+                           else ("normal", "every metric is"))
+        warnings.warn(f"{split.category}: the evaluated test split holds only {only} images, so {undefined} "
+                      "undefined: NaN (n/a in tables). Add test images of the other class to measure them.",
+                      DatasetWarning, stacklevel=2)
     metrics = evaluate(pred["scores"].numpy(), pred["labels"].numpy(),
                        maps if has_masks else None, pred["masks"].numpy() if has_masks else None, regions=regions)
     out: dict[str, Any] = {**metrics, "n_test": len(split.test), "ms_per_image": 1000 * seconds / max(len(split.test), 1)}

@@ -6,15 +6,25 @@ Examples::
     nbhelpers run --preset cpu --data data/synthad
     nbhelpers bench --method baseline --data data/synthad --category grass --preset cpu
     nbhelpers train --method baseline --data data/synthad --category grass --out model.pt
+    nbhelpers train --method thfr --data data/synthad --category nuts --out model.pt --resume   # after Ctrl-C
     nbhelpers predict --method baseline --checkpoint model.pt --data data/synthad --category grass
     nbhelpers report --data /path/to/images --layout folder --method baseline --out report.html
     torchrun --nproc_per_node=2 -m nbhelpers.cli train --method thfr --data data/synthad --category nuts --out m.pt
+
+A failing method/category of ``bench`` (any exception) or notebook of ``run`` is reported with
+where it failed and the others still run; the exit code is 1 when anything failed, 2 on bad input
+(:class:`~nbhelpers.errors.NbhelpersError`) and 130 when interrupted (Ctrl-C or SIGTERM: the
+checkpoints written so far are kept).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 from nbhelpers.errors import NbhelpersError
@@ -87,6 +97,16 @@ def _methods(spec: str) -> list[str]:
     return available() if spec == "all" else [m.strip() for m in spec.split(",") if m.strip()]
 
 
+def _failure(name: str, exc: Exception) -> str:
+    """One line naming what failed and why; for an unexpected exception also where (the full
+    traceback goes to stderr)."""
+    if isinstance(exc, NbhelpersError):
+        return f"{name}: {exc}"
+    traceback.print_exception(exc, file=sys.stderr)
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{name}: {exc.__class__.__name__}: {exc} (in {frame.name}, {frame.filename}:{frame.lineno})"
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from nbhelpers.benchmark import format_table, row_path, run_benchmark
 
@@ -106,15 +126,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                                           device=args.device, seed=args.seed, output=row_file,
                                           checkpoint_dir=out / "checkpoints", refit=args.force,
                                           **_overrides(args)))
-            except NbhelpersError as exc:
-                failures.append(f"{method}/{cat}: {exc}")
-                print(f"FAILED {method}/{cat}: {exc}", file=sys.stderr)
+            except Exception as exc:  # reported, and the other runs go on; Ctrl-C (not an Exception) stops all
+                failures.append(_failure(f"{method}/{cat}", exc))
+                print(f"FAILED {failures[-1]}", file=sys.stderr)
     table = format_table(rows)
     if rows:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(rows, indent=2))
         (out / "results.md").write_text(table + "\n")
     print(table)
+    print(f"\n{len(rows)}/{len(rows) + len(failures)} runs ok")
+    for failure in failures:
+        print(f"FAILED {failure}")
     return 1 if failures else 0
 
 
@@ -128,10 +151,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     split = load_split(args.data, args.category, layout=args.layout)
     model = create(args.method, args.preset, device=args.device, seed=args.seed, **_overrides(args))
     seen, split = hold_out_anomalies(split, model.seen_anomalies, args.seed)
-    model.fit(split.train, split.val or None, anomalies=seen or None)
+    path = model.fit_and_save(args.out, split.train, split.val or None, anomalies=seen or None, resume=args.resume)
     if distributed.is_main():
-        print(f"saved {model.save(args.out)}")
-    distributed.barrier()
+        print(f"saved {path}")
     return 0
 
 
@@ -204,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(t)
     t.add_argument("--category", required=True)
     t.add_argument("--out", required=True)
+    t.add_argument("--resume", action="store_true",
+                   help="continue an interrupted training from its checkpoints in <out without suffix>.train/")
     t.set_defaults(func=_cmd_train)
 
     pr = sub.add_parser("predict", help="evaluate a saved checkpoint on a category's test split")
@@ -220,13 +244,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (e.g. a scheduler stopping the job) into ``KeyboardInterrupt`` while the block runs,
+    so that it stops like Ctrl-C: cleanly, keeping every checkpoint written so far."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _sigterm_as_interrupt():
+            return args.func(args)
     except NbhelpersError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: checkpoints written so far are kept; `nbhelpers train ... --resume` continues a "
+              "training, `nbhelpers bench` (without --force) skips the finished runs.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

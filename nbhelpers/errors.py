@@ -23,3 +23,11 @@ class WeightsError(NbhelpersError, RuntimeError):
 
 class NotebookError(NbhelpersError, RuntimeError):
     """A notebook executed by nbhelpers failed; the message names the cell and the executed copy."""
+
+
+class DeviceMemoryError(NbhelpersError, RuntimeError):
+    """The device ran out of memory; the message gives the batch size and what to lower."""
+
+
+class DatasetWarning(UserWarning):
+    """Data that is used, but not as given (e.g. images of mixed sizes, resized to one size)."""

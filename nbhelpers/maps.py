@@ -15,10 +15,11 @@ def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 
 
 def smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian smoothing of ``float[B,H,W]`` maps (kernel 2*round(4*sigma)+1, as scipy's default truncation)."""
+    """Gaussian smoothing of ``float[B,H,W]`` maps (kernel 2*round(4*sigma)+1, as scipy's default
+    truncation; on maps too small for that kernel's reflection padding, the largest kernel that fits)."""
     if sigma <= 0:
         return maps
-    k = 2 * int(4 * sigma + 0.5) + 1
+    k = min(2 * int(4 * sigma + 0.5) + 1, 2 * min(maps.shape[-2:]) - 1)
     return gaussian_blur(maps[:, None].float(), kernel_size=[k, k], sigma=[sigma, sigma])[:, 0]
 
 

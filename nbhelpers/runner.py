@@ -170,8 +170,11 @@ def run_collection(notebook_dir: str | Path = "notebooks", out_dir: str | Path =
     runs = []
     for path in discover(notebook_dir, only):
         params = notebook_parameters(preset, data_root, out / path.stem, device=device, seed=seed)
-        if "BENCH_DIR" in parameters_cell_names(path):  # the benchmark shares fits with `nbhelpers bench --out <out>/bench`
+        declared = parameters_cell_names(path)
+        if "BENCH_DIR" in declared:  # the benchmark shares fits with `nbhelpers bench --out <out>/bench`
             params["BENCH_DIR"] = str((out / "bench").resolve())
+        if "SOLUTIONS" in declared:  # exercises run with their reference solutions: every checker is exercised
+            params["SOLUTIONS"] = True
         print(f"[nbhelpers run] {path.name} (preset {preset}) ...", flush=True)
         run = run_notebook(path, out, params, timeout=timeout)
         print(f"[nbhelpers run] {path.name}: {run.status} in {run.seconds:.1f}s"

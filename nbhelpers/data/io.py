@@ -24,6 +24,13 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
+def _unreadable(path: Path, exc: Exception) -> DatasetError:
+    return DatasetError(
+        f"{path}: cannot be read as an image ({exc.__class__.__name__}: {exc}). "
+        "Expected a complete, readable PNG/JPEG/BMP/TIFF/WebP file; replace or delete it."
+    )
+
+
 def _open(path: Path) -> Image.Image:
     path = Path(path)
     if not path.exists():
@@ -32,25 +39,34 @@ def _open(path: Path) -> Image.Image:
         img = Image.open(path)
         img.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(
-            f"{path}: cannot be read as an image ({exc.__class__.__name__}: {exc}). "
-            "Expected a readable PNG/JPEG/BMP/TIFF file; replace or delete it."
-        ) from exc
+        raise _unreadable(path, exc) from exc
     return img
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of an image file, reading only its header."""
+def check_image(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file whose data is complete, without decoding it at full size.
+
+    PNG: every chunk is read and its checksum verified (no decompression); JPEG: decoded at 1/8
+    scale; other formats: decoded. A truncated or corrupt file raises here, not mid-training.
+
+    Raises:
+        DatasetError: the file is missing, not an image, truncated or corrupt (the message names it).
+    """
     path = Path(path)
     try:
         with Image.open(path) as img:
-            return img.size
+            size = img.size
+            if img.format == "PNG":
+                img.verify()
+            else:
+                if img.format == "JPEG":
+                    img.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+                img.load()
     except FileNotFoundError as exc:
         raise DatasetError(f"{path}: file does not exist.") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(
-            f"{path}: cannot be read as an image ({exc}). Expected a readable PNG/JPEG/BMP/TIFF file."
-        ) from exc
+        raise _unreadable(path, exc) from exc
+    return size
 
 
 def _to_uint8(img: Image.Image) -> Image.Image:

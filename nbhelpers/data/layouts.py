@@ -1,11 +1,13 @@
 """Dataset readers: one function per on-disk layout, all returning :class:`~nbhelpers.data.records.Split`.
 
-Readers never load pixels, except the MVTec LOCO reader, which reads each mask once to find the
-defect it belongs to (its pixel value). With ``validate=True`` (the default) every image and mask
-header is checked with :func:`~nbhelpers.data.io.image_size` (fast: no decoding), masks are matched
-to images and compared in size, and a malformed dataset raises one
-:class:`~nbhelpers.errors.DatasetError` naming the offending file or folder, what was expected and
-the fix.
+Readers do not decode pixels for use, except the MVTec LOCO reader, which reads each mask once to
+find the defect it belongs to (its pixel value). With ``validate=True`` (the default) every image
+and mask is checked with :func:`~nbhelpers.data.io.check_image` (complete data, cheaply: PNG
+checksums, JPEG at 1/8 scale), masks are matched to images and compared in size, and a malformed
+dataset raises one :class:`~nbhelpers.errors.DatasetError` naming the offending file or folder,
+what was expected and the fix, before any model sees the data. Images of mixed sizes are accepted
+(every method resizes to its square ``image_size``) with a
+:class:`~nbhelpers.errors.DatasetWarning` listing the sizes.
 
 Layouts (``LAYOUTS``): ``mvtec_ad``, ``mvtec_loco``, ``visa``, ``btad``, ``folder``; the trees are in
 each reader's docstring and in ``data/README.md``. Use :func:`load_split` with ``layout="auto"``
@@ -20,15 +22,17 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from nbhelpers.data.io import IMAGE_SUFFIXES, image_size, list_images
+from nbhelpers.data.io import IMAGE_SUFFIXES, check_image, list_images
 from nbhelpers.data.records import GOOD, Region, Sample, Split
-from nbhelpers.errors import ConfigError, DatasetError
+from nbhelpers.errors import ConfigError, DatasetError, DatasetWarning
 
 __all__ = [
     "LAYOUTS",
@@ -84,27 +88,46 @@ _SUFFIXES = "/".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
 
 # --------------------------------------------------------------------------------------------- helpers
 class _Check:
-    """Validation switch plus a per-read cache of image sizes (header reads only)."""
+    """Validation switch plus a per-read cache of image sizes (integrity checks, no full decoding)."""
 
     def __init__(self, validate: bool) -> None:
         self.on = bool(validate)
         self._sizes: dict[Path, tuple[int, int]] = {}
+        self._images: list[Path] = []
 
     def size(self, path: Path) -> tuple[int, int]:
         if path not in self._sizes:
             try:
-                self._sizes[path] = image_size(path)
+                self._sizes[path] = check_image(path)
             except DatasetError as exc:
                 raise DatasetError(
-                    f"{exc} Replace or delete the file (files without an image suffix, such as "
-                    ".DS_Store or readme.txt, are ignored)."
+                    f"{exc} (Files without an image suffix, such as .DS_Store or readme.txt, are ignored.)"
                 ) from exc
         return self._sizes[path]
 
     def images(self, paths: list[Path]) -> None:
         if self.on:
+            self._images += paths
             for p in paths:
                 self.size(p)
+
+    def note_mixed_sizes(self, where: Path) -> None:
+        """Warn (:class:`DatasetWarning`) when the checked images do not all have one size."""
+        counts = Counter(self._sizes[p] for p in self._images)
+        if len(counts) < 2:
+            return
+        example = {}
+        for p in self._images:
+            example.setdefault(self._sizes[p], p)
+        sizes = "; ".join(f"{w}x{h}: {n} image(s), e.g. {example[(w, h)]}" for (w, h), n in counts.most_common())
+        warnings.warn(
+            f"{where}: images come in {len(counts)} sizes ({sizes}). They are used as they are: every "
+            "method resizes each image (and mask) to its square image_size, so objects of images with "
+            "another size or aspect ratio appear scaled or stretched. Crop or resize them to one size "
+            "if that matters.",
+            DatasetWarning,
+            stacklevel=2,
+        )
 
     def mask_matches(self, mask: Path, image: Path) -> None:
         if not self.on:
@@ -271,6 +294,7 @@ def _read_tree(
                     stem = mask.stem[: -len("_mask")] if mask.stem.endswith("_mask") else mask.stem
                     suffix = ".png" if layout == "mvtec_ad" else ".<ext>"
                     raise _orphan(mask, str(test_dir / gdir.name / f"{stem}{suffix}"), layout)
+    check.note_mixed_sizes(cat)
     return Split(root=root, category=category, layout=layout, train=train, test=_sorted(test))
 
 
@@ -460,6 +484,7 @@ def read_mvtec_loco(root: str | Path, category: str, validate: bool = True) -> S
                 masks = list_images(mdir)
                 if masks and mdir.name not in stems:
                     raise _orphan(masks[0], str(image_dir / f"{mdir.name}.png"), layout)
+    check.note_mixed_sizes(cat)
     return Split(root=root, category=category, layout=layout, train=train, test=_sorted(test), val=val)
 
 
@@ -557,6 +582,7 @@ def read_visa(root: str | Path, category: str, validate: bool = True) -> Split:
     if check.on and not parts["train"]:
         raise DatasetError(f"{path}: no train row for object {category!r}; expected normal rows with split=train.")
     _nonempty_test(parts["test"], path, layout, check)
+    check.note_mixed_sizes(root / category)
     return Split(
         root=root,
         category=category,

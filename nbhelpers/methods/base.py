@@ -8,11 +8,16 @@ derived from :class:`AnomalyMethod` registered under a name::
     for batch in method.loader(split.test):      # the method's own transform
         result = method.predict(batch)           # AnomalyResult(scores[B], maps[B,H,W], extras)
     method.save("model.pt"); method.load("model.pt")
+
+Each method class declares the input sizes it can take in ``size_rule`` (a :class:`SizeRule`); a
+method created with another ``image_size`` raises a :class:`~nbhelpers.errors.ConfigError` naming
+the nearest valid sizes before anything is built.
 """
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,12 +25,13 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import DataLoader
 
-from nbhelpers import get_device, seed_everything
+from nbhelpers import distributed, get_device, seed_everything
+from nbhelpers.backbones import level_strides
 from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import AnomalyDataset, make_loader
 from nbhelpers.errors import ConfigError
 from nbhelpers.progress import progress
-from nbhelpers.train import load_checkpoint, save_checkpoint
+from nbhelpers.train import CheckpointError, checkpointing, load_checkpoint, out_of_memory, save_checkpoint
 
 PRESET_NAMES = ("smoke", "cpu", "paper")
 
@@ -77,6 +83,55 @@ class MethodConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class SizeRule:
+    """The square input sides (``config.image_size``) a method can take.
+
+    With ``unit = multiple`` pixels, times the deepest stride of ``config.layers`` when
+    ``per_stride``, a side is valid when it is a multiple of ``unit``, at least ``unit``, at least the
+    deepest backbone stride for methods that run a ``backbone`` (one feature per level), and, with
+    ``power_of_two``, when side / unit is a power of two. ``why`` names the part of the method that
+    needs it (quoted in the error). A rule these fields cannot express subclasses it and extends
+    :meth:`problem` (see PRN's ``MSASizeRule``).
+    """
+
+    multiple: int = 1
+    per_stride: bool = False
+    power_of_two: bool = False
+    backbone: bool = True
+    why: str = ""
+
+    def problem(self, side: int, strides: Sequence[int], config: MethodConfig) -> str | None:
+        """Why ``side`` is not possible (``None`` when it is); ``strides``: those of ``config.layers``."""
+        unit = self.multiple * (max(strides) if self.per_stride else 1)
+        low = max(unit, max(strides) if self.backbone else 1)
+        because = f" ({self.why})" if self.why else ""
+        if side < low:
+            deepest = f", the deepest backbone stride of layers {tuple(config.layers)}" if low > unit else ""
+            return f"it must be at least {low}{deepest}{because}"
+        if side % unit:
+            return f"it must be a multiple of {unit}{because}"
+        if self.power_of_two and (side // unit) & (side // unit - 1):
+            return f"image_size / {unit} = {side // unit} must be a power of two{because}"
+        return None
+
+    def check(self, method: str, config: MethodConfig) -> None:
+        """Raise :class:`ConfigError` naming ``method``, the size and the nearest valid sizes when
+        ``config.image_size`` is not possible (also for an unknown backbone or level)."""
+        side = config.image_size
+        if isinstance(side, bool) or not isinstance(side, int) or side < 1:
+            raise ConfigError(f"{method}: image_size {side!r} must be a positive whole number of pixels.")
+        strides = level_strides(config.backbone, config.layers) if self.backbone else []
+        reason = self.problem(side, strides, config)
+        if reason is None:
+            return
+        below = next((s for s in range(side - 1, 0, -1) if self.problem(s, strides, config) is None), None)
+        above = next(s for s in range(side + 1, 64 * side) if self.problem(s, strides, config) is None)
+        near = " or ".join(str(s) for s in (below, above) if s is not None)
+        raise ConfigError(f"{method}: image_size {side} is not possible: {reason}. Nearest valid sizes: {near}; "
+                          f"set image_size to one of them (e.g. --set image_size={above}).")
+
+
 @dataclass
 class AnomalyResult:
     """Output of ``predict`` for one batch.
@@ -95,17 +150,23 @@ class AnomalyResult:
 class AnomalyMethod:
     """Base class: device, loaders, batched inference and checkpointing shared by all methods.
 
-    Subclasses set ``name`` and ``config_class``, implement :meth:`fit` and :meth:`predict`, and
-    list what :meth:`save` must keep in :meth:`state_dict` / :meth:`load_state_dict`
-    (the default saves the ``nn.Module`` attributes listed in ``modules``).
+    Subclasses set ``name``, ``config_class`` and, unless any side from the backbone's deepest stride
+    on works, ``size_rule``; implement :meth:`fit` and :meth:`predict`, and list what :meth:`save`
+    must keep in :meth:`state_dict` / :meth:`load_state_dict` (the default saves the ``nn.Module``
+    attributes listed in ``modules``).
+
+    Raises (on creation):
+        ConfigError: ``config.image_size`` breaks ``size_rule``, or an unknown backbone or level.
     """
 
     name: ClassVar[str] = "method"
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     modules: ClassVar[tuple[str, ...]] = ()
+    size_rule: ClassVar[SizeRule] = SizeRule()
 
     def __init__(self, config: MethodConfig | None = None) -> None:
         self.config = config or self.config_class.from_preset("cpu")
+        self.size_rule.check(self.name, self.config)
         self.device = get_device(self.config.device)
         seed_everything(self.config.seed)
         self.history: list[float] = []
@@ -161,7 +222,12 @@ class AnomalyMethod:
         """
         out: dict[str, list] = {k: [] for k in ("scores", "maps", "labels", "masks", "paths", "defects", "extras")}
         for batch in progress(self.loader(samples), desc=f"{self.name} predict", enabled=self.config.progress):
-            res = self.predict(batch)
+            try:
+                res = self.predict(batch)
+            except torch.cuda.OutOfMemoryError:
+                res = None  # leaving the except block drops the traceback and the activations it holds
+            if res is None:
+                raise out_of_memory(f"{self.name} predict", batch, self.device)
             out["scores"].append(res.scores.float().cpu())
             out["maps"].append(res.maps.float().cpu())
             out["labels"].append(batch["label"])
@@ -187,11 +253,42 @@ class AnomalyMethod:
                                       "state": self.state_dict(), "history": self.history})
 
     def load(self, path: str | Path) -> AnomalyMethod:
-        """Restore a checkpoint written by :meth:`save` of the same method (``weights_only`` loading)."""
+        """Restore a checkpoint written by :meth:`save` of the same method (``weights_only`` loading).
+
+        Raises:
+            CheckpointError: not an nbhelpers checkpoint, one of another method, or one whose tensors
+                do not fit this model (the message lists the config fields that differ).
+        """
         ckpt = load_checkpoint(path, expect={"method": self.name})
-        self.load_state_dict(ckpt["state"])
+        try:
+            self.load_state_dict(ckpt["state"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            mine = self.config.to_dict()
+            differ = {k: v for k, v in (ckpt.get("config") or {}).items() if mine.get(k, v) != v}
+            raise CheckpointError(
+                f"{path}: its {self.name} state does not fit this model ({exc.__class__.__name__}: "
+                f"{str(exc).splitlines()[0][:300]}). Config fields of the checkpoint that differ: {differ}; "
+                f"create the model with them, e.g. create({self.name!r}, preset, **{differ}).") from exc
         self.history = list(ckpt.get("history", []))
         return self
+
+    def fit_and_save(self, path: str | Path, train: Sequence[Sample], val: Sequence[Sample] | None = None,
+                     anomalies: Sequence[Sample] | None = None, resume: bool = False) -> Path:
+        """:meth:`fit` with a training checkpoint after every epoch, then :meth:`save` to ``path``.
+
+        The training checkpoints live in ``<path>.train/`` (see :func:`nbhelpers.train.checkpointing`)
+        and survive an interruption (Ctrl-C, SIGTERM: atomic writes); with ``resume`` the training
+        continues from them, otherwise it starts afresh. They are deleted once ``path`` is written.
+        """
+        path = Path(path)
+        folder = path.with_suffix(".train")
+        with checkpointing(folder, resume=resume):
+            self.fit(train, val, anomalies=anomalies)
+        if distributed.is_main():
+            self.save(path)
+            shutil.rmtree(folder, ignore_errors=True)
+        distributed.barrier()
+        return path
 
 
 _REGISTRY: dict[str, type[AnomalyMethod]] = {}

@@ -38,7 +38,7 @@ from nbhelpers.data.io import read_image
 from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import make_loader, resize_image
 from nbhelpers.losses import focal_loss
-from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, register
+from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, SizeRule, register
 from nbhelpers.train import autocast, fit, to_device
 
 #: Number of feature levels of the reconstructive encoder / decoder (F_E1..F_E4, F_D4..F_D1).
@@ -204,7 +204,7 @@ class ReconstructiveNetwork(nn.Module):
 
 
 class FeatureContrast(nn.Module):
-    """FCM: ``F_Ci = conv1x1([conv1x1(F_Ei), conv1x1(F_Di)])`` (each conv with BatchNorm + ReLU).
+    """FCM (Sec. III-B, Fig. 4): ``F_Ci = conv1x1([conv1x1(F_Ei), conv1x1(F_Di)])`` (each conv with BatchNorm + ReLU).
 
     ``float[B,c,h,w] x float[B,c,h,w] -> float[B,d,h,w]``.
     """
@@ -244,7 +244,8 @@ class SemanticGuidance(nn.Module):
 
 
 class PredictionHead(nn.Module):
-    """MSS predictive head: 1x1 conv to two logits (normal, anomalous), upsampled to ``size``.
+    """MSS predictive head (the ``M_p(i)`` of Eq. 5): 1x1 conv to two logits (normal, anomalous), upsampled
+    to ``size``.
 
     The paper upsamples first; a 1x1 conv and bilinear upsampling commute (both linear, the
     interpolation weights sum to one), so convolving first is the same map at a fraction of the
@@ -466,6 +467,7 @@ class POUTA(AnomalyMethod):
     name = "pouta"
     config_class = Config
     modules = ("net",)
+    size_rule = SizeRule(multiple=16, backbone=False, why="the reconstructive network halves the image 4 times")
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__(config)
@@ -573,6 +575,7 @@ class VanillaPOUTA(POUTA):
 
     name = "pouta_vanilla"
     config_class = VanillaConfig
+    size_rule = SizeRule(multiple=32, backbone=False, why="the discriminative U-Net halves the image 5 times")
 
 
 __all__ = [

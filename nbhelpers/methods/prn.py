@@ -47,7 +47,7 @@ from nbhelpers.data.torchdata import make_loader, resize_image, union_mask
 from nbhelpers.distributed import computed_once
 from nbhelpers.errors import ConfigError, DatasetError
 from nbhelpers.losses import focal_loss
-from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, register
+from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, SizeRule, register
 from nbhelpers.progress import progress
 from nbhelpers.train import autocast, fit as train_fit, to_device
 
@@ -374,6 +374,12 @@ class ResidualBlock(nn.Module):
         return F.relu(self.body(x) + self.shortcut(x))
 
 
+def unsplittable_patches(size: tuple[int, int], divisors: Sequence[int]) -> list[tuple[int, int]]:
+    """The MSA patch sizes ``(max(1, h // d), max(1, w // d))`` that do not divide a ``h x w`` map."""
+    sizes = [(max(1, size[0] // d), max(1, size[1] // d)) for d in divisors]
+    return [p for p in sizes if size[0] % p[0] or size[1] % p[1]]
+
+
 def msa_patch_sizes(size: tuple[int, int], divisors: Sequence[int]) -> list[tuple[int, int]]:
     """Patch sizes ``(max(1, h // d), max(1, w // d))`` of the MSA heads of a ``h x w`` map.
 
@@ -381,11 +387,28 @@ def msa_patch_sizes(size: tuple[int, int], divisors: Sequence[int]) -> list[tupl
         ConfigError: a patch size does not divide the map.
     """
     sizes = [(max(1, size[0] // d), max(1, size[1] // d)) for d in divisors]
-    bad = [p for p in sizes if size[0] % p[0] or size[1] % p[1]]
+    bad = unsplittable_patches(size, divisors)
     if bad:
         raise ConfigError(f"MSA: feature map {size} cannot be split into patches {bad}; use an image_size "
                           f"whose feature maps are divisible by {list(divisors)}, e.g. a multiple of 128.")
     return sizes
+
+
+class MSASizeRule(SizeRule):
+    """PRN's input sides: besides the base rule, with ``use_msa`` every skip feature map
+    (``ceil(side / stride)`` square) must split into the patch sizes of :func:`msa_patch_sizes`."""
+
+    def problem(self, side: int, strides: Sequence[int], config: MethodConfig) -> str | None:
+        reason = super().problem(side, strides, config)
+        if reason is not None or not getattr(config, "use_msa", False):
+            return reason
+        for stride in strides:
+            h = -(-side // stride)
+            bad = unsplittable_patches((h, h), config.patch_divisors)
+            if bad:
+                return (f"its {h} x {h} feature map at stride {stride} cannot be split into the multi-size "
+                        f"attention patches {bad} (h // d for d in {list(config.patch_divisors)})")
+        return None
 
 
 class MultiSizeSelfAttention(nn.Module):
@@ -640,6 +663,7 @@ class PRN(AnomalyMethod):
     name = "prn"
     config_class = Config
     modules = ("network",)
+    size_rule = MSASizeRule()
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__(config)
@@ -747,6 +771,7 @@ class PRN(AnomalyMethod):
 
 
 __all__ = ["PRN", "Config", "KINDS", "AnomalyGenerationDataset", "BilinearUp", "Decoder", "DepthwiseSeparableDown",
-           "KMeansResult", "MultiScaleFusion", "MultiScalePrototypes", "MultiSizeSelfAttention", "PatchAttentionHead",
-           "PrototypicalResidualNetwork", "ResidualBlock", "UpBlock", "kmeans", "load_image", "msa_patch_sizes",
-           "nearest_prototype", "patchify", "prn_loss", "scaled_top_k", "top_k_score", "unpatchify"]
+           "KMeansResult", "MSASizeRule", "MultiScaleFusion", "MultiScalePrototypes", "MultiSizeSelfAttention",
+           "PatchAttentionHead", "PrototypicalResidualNetwork", "ResidualBlock", "UpBlock", "kmeans", "load_image",
+           "msa_patch_sizes", "nearest_prototype", "patchify", "prn_loss", "scaled_top_k", "top_k_score", "unpatchify",
+           "unsplittable_patches"]

@@ -49,7 +49,7 @@ from nbhelpers.distributed import computed_once
 from nbhelpers.errors import ConfigError
 from nbhelpers.losses import cosine_distance_map
 from nbhelpers.maps import max_score, smooth, upsample
-from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, register
+from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, SizeRule, register
 from nbhelpers.progress import progress
 from nbhelpers.train import autocast, fit as train_fit, to_device
 
@@ -522,6 +522,9 @@ class THFR(AnomalyMethod):
 
     name = "thfr"
     config_class = Config
+    size_rule = SizeRule(multiple=2, per_stride=True, power_of_two=True,
+                         why="the global bottleneck deconvolves a 1 x 1 code to the grid image_size / "
+                             "(2 x deepest stride) in 2 x 2 steps")
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__(config)
@@ -571,7 +574,7 @@ class THFR(AnomalyMethod):
 
         optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
         result = train_fit(self.net, loss_fn, self._index_loader(len(bank)), optimizer, cfg.epochs, self.device,
-                           show_progress=cfg.progress, desc="thfr", seed=cfg.seed)
+                           show_progress=cfg.progress, desc="thfr", seed=cfg.seed, generators=(generator,))
         self.history = list(result.losses)
         self.net.eval()
         self.bank = bank.subsample(cfg.bank_ratio, cfg.projection_dim, cfg.seed)
