@@ -1,6 +1,6 @@
 """nbhelpers: the tested helper package of the visual anomaly detection notebook collection.
 
-Top level: :func:`seed_everything` and :func:`get_device`. Sub-packages: ``data`` (readers, SynthAD,
+Top level: :func:`seed_everything`, :func:`get_device` and :func:`set_threads`. Sub-packages: ``data`` (readers, SynthAD,
 synthetic anomalies, torch datasets), ``backbones``, ``metrics``, ``methods``, ``train``, ``viz``,
 ``runner`` and ``cli``.
 """
@@ -47,3 +47,18 @@ def get_device(device: str | None = "auto"):
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"DEVICE={device!r} asked for CUDA but no CUDA device is available; use 'auto' or 'cpu'.")
     return dev
+
+
+def set_threads(limit: int = 4) -> int:
+    """Set PyTorch's CPU thread count and return it.
+
+    ``OMP_NUM_THREADS`` wins when set (e.g. ``OMP_NUM_THREADS=1`` for several notebooks or bench runs
+    side by side: oversubscribed OpenMP threads can slow each process down many times); otherwise
+    ``min(limit, CPU cores)``.
+    """
+    import torch
+
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    n = int(env) if env.isdigit() and int(env) > 0 else min(limit, os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
