@@ -24,7 +24,7 @@ def test_notebook_is_stripped_and_parameterised(path):
     assert nb.metadata["kernelspec"]["name"] == "python3"
     # the runner's parameters (for every preset) must exist in the notebook: papermill only warns otherwise
     assert set(notebook_parameters("smoke", ".", ".")) == set(PARAMETER_KEYS) <= parameters_cell_names(path)
-    if path.stem.startswith("07"):  # shares fits with `nbhelpers bench`; the runner sets it
+    if path.stem.startswith(("01", "07")):  # share fits with `nbhelpers bench`; the runner sets it
         assert "BENCH_DIR" in parameters_cell_names(path)
     for cell in code:
         assert "nn.Module" not in cell.source, "model code belongs in nbhelpers"

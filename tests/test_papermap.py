@@ -107,6 +107,6 @@ def test_course_guide_covers_every_notebook_and_is_linked_from_the_readme():
 
 
 def test_run_times_have_been_measured():
-    """The lead replaces the MEASURED_CPU_TIME / MEASURED_GPU_TIME placeholders with measured times."""
+    """Every header states its run times as measured (or says they are not measured yet): no template placeholder."""
     left = [p.name for p in NOTEBOOKS if "MEASURED_" in p.read_text()]
     assert not left, f"run-time placeholders still in {left}"
