@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +28,8 @@ from torch import nn
 from nbhelpers import distributed as dist
 from nbhelpers.errors import DeviceMemoryError, NbhelpersError
 from nbhelpers.progress import progress
+
+T = TypeVar("T")
 
 CHECKPOINT_FORMAT = "nbhelpers-checkpoint-v1"
 
@@ -154,17 +156,22 @@ def _batch_images(batch: Any) -> int | None:
     return x.numel() // math.prod(x.shape[-3:]) if x.dim() >= 4 else x.shape[0]
 
 
-def out_of_memory(what: str, batch: Any, device: torch.device) -> DeviceMemoryError:
-    """The error for running out of ``device`` memory on ``batch`` during ``what`` (frees the CUDA cache).
+def reporting_out_of_memory(run: Callable[[], T], what: str, batch: Any, device: torch.device) -> T:
+    """``run()``, with CUDA out-of-memory turned into a :class:`DeviceMemoryError` for ``batch`` during
+    ``what`` that gives the batch size and what to lower.
 
-    Call it after leaving the ``except`` block of the ``OutOfMemoryError``, so that the activations
-    its traceback holds are already released.
+    The error is raised after the ``except`` block is left, so the activations the traceback of the
+    ``OutOfMemoryError`` holds are released (and the CUDA cache emptied) before a notebook goes on.
     """
+    try:
+        return run()
+    except torch.cuda.OutOfMemoryError:
+        pass
     if device.type == "cuda":
         torch.cuda.empty_cache()
     n = _batch_images(batch)
     size = f"a batch of {n} images" if n is not None else "one batch"
-    return DeviceMemoryError(
+    raise DeviceMemoryError(
         f"{what}: out of memory on {device} with {size}. Lower the method's batch_size (e.g. "
         f"--set batch_size={max(1, (n or 2) // 2)} or get_config(..., batch_size={max(1, (n or 2) // 2)})), "
         "or its image_size, or pick a smaller backbone; on CUDA, PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
@@ -298,12 +305,9 @@ def fit(model: nn.Module, loss_fn: Callable[[Any], torch.Tensor | dict[str, torc
         n = 0
         bar = progress(loader, desc=f"{desc} {epoch + 1}/{epochs}", enabled=show_progress)
         for batch in bar:
-            try:
-                value, terms = _step(compute, to_device(batch, device), model, optimizer, device, amp, grad_clip)
-            except torch.cuda.OutOfMemoryError:
-                value = None  # leaving the except block drops the traceback and the activations it holds
-            if value is None:
-                raise out_of_memory(f"{desc}: epoch {epoch + 1}, step {result.steps + 1}", batch, device)
+            value, terms = reporting_out_of_memory(
+                lambda: _step(compute, to_device(batch, device), model, optimizer, device, amp, grad_clip),
+                f"{desc}: epoch {epoch + 1}, step {result.steps + 1}", batch, device)
             if not math.isfinite(value):
                 restored = ""
                 if checkpoint is not None and Path(checkpoint).is_file():

@@ -31,7 +31,7 @@ from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import AnomalyDataset, make_loader
 from nbhelpers.errors import ConfigError
 from nbhelpers.progress import progress
-from nbhelpers.train import CheckpointError, checkpointing, load_checkpoint, out_of_memory, save_checkpoint
+from nbhelpers.train import CheckpointError, checkpointing, load_checkpoint, reporting_out_of_memory, save_checkpoint
 
 PRESET_NAMES = ("smoke", "cpu", "paper")
 
@@ -222,12 +222,7 @@ class AnomalyMethod:
         """
         out: dict[str, list] = {k: [] for k in ("scores", "maps", "labels", "masks", "paths", "defects", "extras")}
         for batch in progress(self.loader(samples), desc=f"{self.name} predict", enabled=self.config.progress):
-            try:
-                res = self.predict(batch)
-            except torch.cuda.OutOfMemoryError:
-                res = None  # leaving the except block drops the traceback and the activations it holds
-            if res is None:
-                raise out_of_memory(f"{self.name} predict", batch, self.device)
+            res = reporting_out_of_memory(lambda: self.predict(batch), f"{self.name} predict", batch, self.device)
             out["scores"].append(res.scores.float().cpu())
             out["maps"].append(res.maps.float().cpu())
             out["labels"].append(batch["label"])

@@ -374,10 +374,13 @@ class ResidualBlock(nn.Module):
         return F.relu(self.body(x) + self.shortcut(x))
 
 
+def _patch_sizes(size: tuple[int, int], divisors: Sequence[int]) -> list[tuple[int, int]]:
+    return [(max(1, size[0] // d), max(1, size[1] // d)) for d in divisors]
+
+
 def unsplittable_patches(size: tuple[int, int], divisors: Sequence[int]) -> list[tuple[int, int]]:
     """The MSA patch sizes ``(max(1, h // d), max(1, w // d))`` that do not divide a ``h x w`` map."""
-    sizes = [(max(1, size[0] // d), max(1, size[1] // d)) for d in divisors]
-    return [p for p in sizes if size[0] % p[0] or size[1] % p[1]]
+    return [p for p in _patch_sizes(size, divisors) if size[0] % p[0] or size[1] % p[1]]
 
 
 def msa_patch_sizes(size: tuple[int, int], divisors: Sequence[int]) -> list[tuple[int, int]]:
@@ -386,12 +389,11 @@ def msa_patch_sizes(size: tuple[int, int], divisors: Sequence[int]) -> list[tupl
     Raises:
         ConfigError: a patch size does not divide the map.
     """
-    sizes = [(max(1, size[0] // d), max(1, size[1] // d)) for d in divisors]
     bad = unsplittable_patches(size, divisors)
     if bad:
         raise ConfigError(f"MSA: feature map {size} cannot be split into patches {bad}; use an image_size "
                           f"whose feature maps are divisible by {list(divisors)}, e.g. a multiple of 128.")
-    return sizes
+    return _patch_sizes(size, divisors)
 
 
 class MSASizeRule(SizeRule):
