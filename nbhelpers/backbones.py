@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from nbhelpers.errors import ConfigError, WeightsError
+from nbhelpers.train import autocast
 
 PACKAGED = "packaged"
 ALIASES = {"efficientnet_lite0": "tf_efficientnet_lite0"}
@@ -202,7 +203,7 @@ class FeatureExtractor(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+        with autocast(x.device):
             feats = self.model(x)
         return [f.float() for f in feats]
 

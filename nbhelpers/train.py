@@ -188,9 +188,15 @@ class TrainResult:
     resumed_from: int = 0
 
 
+BF16_ON_CPU = "NBHELPERS_BF16_CPU"
+"""Environment switch: ``1`` turns bf16 autocast on for CPU too, so the tests run the mixed-precision
+code path of every method (dtype promotion, float32 islands) on a machine without a GPU."""
+
+
 def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA; a no-op context elsewhere."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+    """bf16 autocast on CUDA (and on CPU when ``NBHELPERS_BF16_CPU=1``); a no-op context elsewhere."""
+    on = device.type == "cuda" or (device.type == "cpu" and os.environ.get(BF16_ON_CPU) == "1")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and on)
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
