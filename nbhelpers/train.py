@@ -199,6 +199,12 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and on)
 
 
+def full_precision(device: torch.device):
+    """A float32 island inside :func:`autocast` (distances, losses, maps): autocast off for ``device``
+    (tensors on other devices, e.g. ``meta`` for FLOP counting, count as CPU)."""
+    return torch.autocast(device_type="cuda" if device.type == "cuda" else "cpu", enabled=False)
+
+
 def to_device(batch: Any, device: torch.device) -> Any:
     """Move every tensor of a (nested) batch to ``device`` (non-blocking)."""
     if isinstance(batch, torch.Tensor):

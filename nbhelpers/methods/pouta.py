@@ -39,7 +39,7 @@ from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import make_loader, resize_image
 from nbhelpers.losses import focal_loss
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, SizeRule, register
-from nbhelpers.train import autocast, fit, to_device
+from nbhelpers.train import autocast, fit, full_precision, to_device
 
 #: Number of feature levels of the reconstructive encoder / decoder (F_E1..F_E4, F_D4..F_D1).
 LEVELS = 4
@@ -103,11 +103,6 @@ class Config(MethodConfig):
 
 
 # ---------------------------------------------------------------------------------- building blocks
-
-
-def full_precision(x: torch.Tensor):
-    """A context that switches autocast off for the device of ``x`` (float32 inside)."""
-    return torch.autocast(device_type="cuda" if x.is_cuda else "cpu", enabled=False)
 
 
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -275,7 +270,7 @@ class Aggregation(nn.Module):
         x = torch.cat([maps[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False)
                                    for m in maps[1:]], dim=1)
         h = self.mix(x)
-        with full_precision(h):
+        with full_precision(h.device):
             return self.out(h.float())
 
 
@@ -334,7 +329,7 @@ class UNet(nn.Module):
             x = self.up[i](F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
             x = self.merge[i](torch.cat([x, skips[i]], dim=1))
             feats.append(x)
-        with full_precision(x):
+        with full_precision(x.device):
             logits = self.out(x.float())
         return {"features": feats[::-1][:LEVELS], "logits": logits}
 
@@ -384,7 +379,7 @@ def reconstruction_loss(reconstruction: torch.Tensor, original: torch.Tensor) ->
     """Eq. 1: ``L_rec = MSE(I_r, I_ori) + (1 - SSIM(I_r, I_ori))`` (SSIM from pytorch-msssim,
     Gaussian window 11, sigma 1.5, data range 1). ``float[B,3,H,W] x float[B,3,H,W] -> float[]``."""
     r, o = reconstruction.float(), original.float()
-    with full_precision(r):
+    with full_precision(r.device):
         return F.mse_loss(r, o) + (1 - ssim(r, o, data_range=1.0, size_average=True))
 
 

@@ -49,7 +49,7 @@ from nbhelpers.errors import ConfigError, DatasetError
 from nbhelpers.losses import focal_loss
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, SizeRule, register
 from nbhelpers.progress import progress
-from nbhelpers.train import autocast, fit as train_fit, to_device
+from nbhelpers.train import autocast, fit as train_fit, full_precision, to_device
 
 
 @dataclass
@@ -234,7 +234,7 @@ class MultiScalePrototypes(nn.Module):
         if any(p.numel() == 0 for p in self.prototypes):
             raise RuntimeError("MultiScalePrototypes: no prototypes yet; call fit() first.")
         residuals, indices = [], []
-        with torch.autocast(device_type=features[0].device.type, enabled=False):
+        with full_precision(features[0].device):
             for f, p in zip(features, self.prototypes):
                 idx, _ = nearest_prototype(f, p)
                 residuals.append((f.float() - p[idx]).abs())
