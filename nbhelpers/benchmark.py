@@ -20,12 +20,15 @@ import torch
 
 from nbhelpers.data.layouts import load_split
 from nbhelpers.data.records import Sample, Split
+from nbhelpers.data.synth import dataset_tag
 from nbhelpers.data.torchdata import load_regions
 from nbhelpers.errors import DatasetWarning
 from nbhelpers.methods.base import AnomalyMethod, create
-from nbhelpers.metrics import METRIC_NAMES, evaluate
+from nbhelpers.metrics import METRIC_NAMES, evaluate, evaluate_loco
 
 TABLE_COLUMNS = ("category", "method", "image_auroc", "pixel_auroc", "aupro", "auspro", "pixel_ap",
+                 "image_auroc_logical", "image_auroc_structural", "image_auroc_mean",
+                 "auspro_logical", "auspro_structural", "auspro_mean",
                  "fit_s", "ms_per_image", "peak_mem_mb", "params_trainable")
 
 
@@ -37,10 +40,18 @@ def peak_memory_mb(device: torch.device) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
-def row_path(out_dir: str | Path, method: str, category: str, preset: str, seed: int) -> Path:
-    """Where ``nbhelpers bench`` and notebook 07 keep one result row: ``<out>/<method>_<category>_<preset>_seed<seed>.json``
+def run_key(method: str, category: str, preset: str, seed: int, data_root: str | Path) -> str:
+    """``<method>_<category>_<preset>_seed<seed>[_synthad-v<N>]``: the name of one run's result row and
+    checkpoint. A SynthAD category adds its generator version (:func:`nbhelpers.data.synth.dataset_tag`),
+    so rows and fits made on an older SynthAD are never reused on the current one."""
+    tag = dataset_tag(data_root, category)
+    return f"{method}_{category}_{preset}_seed{seed}{'_' + tag if tag else ''}"
+
+
+def row_path(out_dir: str | Path, method: str, category: str, preset: str, seed: int, data_root: str | Path) -> Path:
+    """Where ``nbhelpers bench`` and notebook 07 keep one result row: ``<out>/<run_key>.json``
     (fitted models go to ``<out>/checkpoints``), so either reuses what the other computed."""
-    return Path(out_dir) / f"{method}_{category}_{preset}_seed{seed}.json"
+    return Path(out_dir) / f"{run_key(method, category, preset, seed, data_root)}.json"
 
 
 def hold_out_anomalies(split: Split, n: int, seed: int = 0) -> tuple[list[Sample], Split]:
@@ -93,8 +104,11 @@ def evaluate_method(method: AnomalyMethod, split: Split, keep_predictions: bool 
         warnings.warn(f"{split.category}: the evaluated test split holds only {only} images, so {undefined} "
                       "undefined: NaN (n/a in tables). Add test images of the other class to measure them.",
                       DatasetWarning, stacklevel=2)
-    metrics = evaluate(pred["scores"].numpy(), pred["labels"].numpy(),
-                       maps if has_masks else None, pred["masks"].numpy() if has_masks else None, regions=regions)
+    scores, labels = pred["scores"].numpy(), pred["labels"].numpy()
+    metrics = evaluate(scores, labels, maps if has_masks else None, pred["masks"].numpy() if has_masks else None,
+                       regions=regions)
+    if split.is_logical:  # MVTec LOCO's protocol: logical and structural anomalies apart, and their mean
+        metrics.update(evaluate_loco(scores, labels, [s.defect for s in split.test], maps, regions))
     out: dict[str, Any] = {**metrics, "n_test": len(split.test), "ms_per_image": 1000 * seconds / max(len(split.test), 1)}
     if keep_predictions:
         out["predictions"] = pred
@@ -113,7 +127,8 @@ def run_benchmark(method: str, data_root: str | Path, category: str, preset: str
     Returns one result row: metrics (see :func:`nbhelpers.metrics.evaluate`), ``fit_s``,
     ``ms_per_image``, ``peak_mem_mb``, ``n_train``, ``n_test``, ``device``, ``seed``, ``preset``. With
     ``output`` the row is also written there as JSON. With ``checkpoint_dir`` the fitted method is
-    saved there and a later call with the same method, category, preset, seed and overrides loads it
+    saved there and a later call with the same method, category, preset, seed, overrides and SynthAD
+    version (:func:`run_key`) loads it
     instead of training again (``cached=True``, ``fit_s`` of the original fit); ``refit`` trains
     anyway and replaces the cached checkpoint.
     """
@@ -125,7 +140,8 @@ def run_benchmark(method: str, data_root: str | Path, category: str, preset: str
     ckpt = None
     if checkpoint_dir is not None:
         tag = "_".join(f"{k}-{v}" for k, v in sorted(overrides.items()))
-        ckpt = Path(checkpoint_dir) / f"{method}_{category}_{preset}_seed{seed}{'_' + tag if tag else ''}.pt"
+        name = run_key(method, category, preset, seed, data_root)
+        ckpt = Path(checkpoint_dir) / f"{name}{'_' + tag if tag else ''}.pt"
     cached = not refit and ckpt is not None and ckpt.is_file() and ckpt.with_suffix(".json").is_file()
     if cached:
         model.load(ckpt)
@@ -140,7 +156,8 @@ def run_benchmark(method: str, data_root: str | Path, category: str, preset: str
             model.save(ckpt)
             ckpt.with_suffix(".json").write_text(json.dumps({"fit_s": fit_s}))
     result = evaluate_method(model, split, keep_predictions=keep_predictions)
-    row = {"method": method, "category": category, "layout": split.layout, "preset": preset, "seed": seed,
+    row = {"method": method, "category": category, "layout": split.layout, "dataset_tag": dataset_tag(data_root, category),
+           "preset": preset, "seed": seed,
            "device": str(model.device), "n_train": len(split.train), "n_seen_anomalies": len(seen),
            "params_trainable": model.parameter_count()["trainable"], "fit_s": fit_s, "cached": cached,
            "peak_mem_mb": peak_memory_mb(model.device), **result}

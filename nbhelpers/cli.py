@@ -116,7 +116,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     for method in _methods(args.method):
         for cat in _categories(args.data, args.category, args.layout):
-            row_file = row_path(out, method, cat, args.preset, args.seed)
+            row_file = row_path(out, method, cat, args.preset, args.seed, args.data)
             if row_file.exists() and not args.force:  # resume: rows finished before an interruption are kept
                 rows.append(json.loads(row_file.read_text()))
                 print(f"[bench] {method}/{cat}: done before, kept ({row_file}); --force recomputes", file=sys.stderr)
@@ -182,12 +182,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nbhelpers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("synth", help="generate the offline SynthAD benchmark")
+    s = sub.add_parser(
+        "synth", help="generate the offline SynthAD benchmark", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write SynthAD (deterministic from --seed) in the MVTec AD / MVTec LOCO AD layouts:\n"
+                    "  texture  brick, grass, gravel        object  washer, screw, capsule\n"
+                    "  logical  nuts    exactly 3 of 6 compartments hold a nut (missing / extra nut)\n"
+                    "           kit     ring, bolt, cap, nut clockwise from any slot (swapped / duplicated part)\n"
+                    "           cables  top and bottom cable share colour and gauge (mismatched colour / gauge)\n"
+                    "Logical anomalies are made only of local appearances that occur in normal images; each logical\n"
+                    "category also has a structural contamination. See data/README.md.")
     s.add_argument("--out", default="data/synthad")
-    s.add_argument("--preset", default="cpu", help="size preset: smoke or cpu")
+    s.add_argument("--preset", default="cpu", help="size preset: smoke, cpu or paper")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--categories", nargs="*", default=None)
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--categories", nargs="*", default=None, help="names or kinds (texture, object, logical)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="rewrite existing categories (categories of an older SynthAD version are always rewritten)")
     s.set_defaults(func=_cmd_synth)
 
     r = sub.add_parser("run", help="execute the notebooks with papermill and write reports/index.html")

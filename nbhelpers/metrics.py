@@ -48,6 +48,8 @@ __all__ = [
     "auspro",
     "saturation_pixels",
     "evaluate",
+    "LOCO_SUBSETS",
+    "evaluate_loco",
 ]
 
 #: Metric key -> pretty name (column headers of result tables).
@@ -59,7 +61,16 @@ METRIC_NAMES: dict[str, str] = {
     "pixel_ap": "Pixel AP",
     "aupro": "AUPRO (FPR<=0.3)",
     "auspro": "AUsPRO (FPR<=0.05)",
+    "image_auroc_logical": "Image AUROC logical",
+    "image_auroc_structural": "Image AUROC structural",
+    "image_auroc_mean": "Image AUROC mean(L, S)",
+    "auspro_logical": "AUsPRO logical",
+    "auspro_structural": "AUsPRO structural",
+    "auspro_mean": "AUsPRO mean(L, S)",
 }
+
+#: MVTec LOCO AD's anomaly subsets: key suffix -> the test folder (``Sample.defect``) that holds them.
+LOCO_SUBSETS: dict[str, str] = {"logical": "logical_anomalies", "structural": "structural_anomalies"}
 
 NAN = float("nan")
 
@@ -564,4 +575,44 @@ def evaluate(
         out["aupro"] = aupro(m, gt, fpr_limit=pro_limit)
     if regions is not None:
         out["auspro"] = auspro(m, regions, fpr_limit=spro_limit)
+    return {k: float(v) for k, v in out.items()}
+
+
+def evaluate_loco(scores: Any, labels: Any, defects: Sequence[str], maps: Any = None,
+                  regions: RegionList | None = None, spro_limit: float = 0.05) -> dict[str, float]:
+    """MVTec LOCO AD's protocol (Bergmann et al., IJCV 2022): the logical and the structural
+    anomalies evaluated apart, each subset against *all* good test images, and the mean of the two.
+
+    Args:
+        scores: ``float[N]`` image scores. labels: ``{0, 1}[N]``.
+        defects: ``N`` test-folder names (``Sample.defect``): ``good``, ``logical_anomalies`` or
+            ``structural_anomalies`` (see :data:`LOCO_SUBSETS`).
+        maps, regions: optional, as in :func:`evaluate`; with both the AUsPRO of each subset too.
+        spro_limit: FPR limit of AUsPRO.
+
+    Returns:
+        ``image_auroc_logical``, ``image_auroc_structural``, ``image_auroc_mean`` (plus the same three
+        for ``auspro`` with maps and regions); ``nan`` for a subset without images, and for the mean
+        when either subset is ``nan``.
+
+    Raises:
+        ValueError: ``defects`` does not have one entry per score.
+    """
+    s = _scores_1d(scores, "scores")
+    y = _labels_1d(labels, s.shape[0], "labels")
+    d = np.asarray(list(defects), dtype=object)
+    if d.shape != s.shape:
+        raise ValueError(f"defects has {d.shape[0]} entries but scores has {s.shape[0]}.")
+    m = _maps_3d(maps, "maps") if maps is not None and regions is not None else None
+    out: dict[str, float] = {}
+    for key, folder in LOCO_SUBSETS.items():
+        keep = (y == 0) | (d == folder)
+        has_subset = bool(np.any(keep & (y == 1)))
+        out[f"image_auroc_{key}"] = image_auroc(s[keep], y[keep]) if has_subset else NAN
+        if m is not None:
+            idx = np.flatnonzero(keep)
+            out[f"auspro_{key}"] = auspro(m[idx], [regions[i] for i in idx], spro_limit) if has_subset else NAN
+    for metric in ("image_auroc", "auspro"):
+        if f"{metric}_logical" in out:
+            out[f"{metric}_mean"] = (out[f"{metric}_logical"] + out[f"{metric}_structural"]) / 2
     return {k: float(v) for k, v in out.items()}

@@ -83,8 +83,11 @@ def test_bench_on_structural_and_logical(synth_root, tmp_path):
     logical = [c for c, v in json.loads((synth_root / "synthad.json").read_text())["categories"].items() if v["layout"] == "mvtec_loco"]
     row2 = run_benchmark("baseline", synth_root, logical[0], preset="smoke")
     assert 0.0 <= row2["auspro"] <= 1.0
+    for key in ("image_auroc", "auspro"):  # MVTec LOCO's protocol: logical / structural apart, and their mean
+        assert row2[f"{key}_mean"] == pytest.approx((row2[f"{key}_logical"] + row2[f"{key}_structural"]) / 2)
+    assert "image_auroc_logical" not in row  # MVTec AD layout: no subsets
     table = format_table([row, row2])
-    assert "AUsPRO" in table or "auspro" in table.lower()
+    assert "AUsPRO" in table and "Image AUROC logical" in table
 
 
 def test_cli_bench(synth_root, tmp_path, capsys):
@@ -114,7 +117,7 @@ def test_hold_out_anomalies_excludes_seen(synth_root):
 def test_cli_bench_resumes_finished_rows(synth_root, tmp_path, capsys):
     args = ["bench", "--data", str(synth_root), "--category", "grass", "--preset", "smoke", "--out", str(tmp_path)]
     assert main(args) == 0
-    row_file = next(tmp_path.glob("baseline_grass_smoke_seed0.json"))
+    row_file = next(tmp_path.glob("baseline_grass_smoke_seed0_synthad-v*.json"))
     row = json.loads(row_file.read_text())
     assert row["params_trainable"] == 0  # the baseline learns nothing by gradient
     row["image_auroc"] = 0.123  # a marker: a resumed run must reuse the file, not recompute
@@ -122,7 +125,7 @@ def test_cli_bench_resumes_finished_rows(synth_root, tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0
     assert "0.123" in capsys.readouterr().out
-    assert (tmp_path / "checkpoints" / "baseline_grass_smoke_seed0.pt").is_file()  # notebook 07 reuses the fit
+    assert next((tmp_path / "checkpoints").glob("baseline_grass_smoke_seed0_synthad-v*.pt")).is_file()  # notebook 07 reuses the fit
     assert main(args + ["--force"]) == 0
     forced = json.loads(row_file.read_text())
     assert forced["image_auroc"] != 0.123 and not forced["cached"]  # --force refits, not loads

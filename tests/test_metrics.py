@@ -413,3 +413,43 @@ def test_metric_names_cover_evaluate_keys():
     assert set(M.METRIC_NAMES) == {
         "image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "aupro", "auspro"}
     assert all(isinstance(v, str) and v for v in M.METRIC_NAMES.values())
+
+
+# ------------------------------------------------------------------------------ LOCO subsets
+def test_evaluate_loco_matches_sklearn_on_each_subset():
+    from sklearn.metrics import roc_auc_score
+
+    from nbhelpers.metrics import evaluate_loco
+
+    rng = np.random.default_rng(0)
+    defects = ["good"] * 6 + ["logical_anomalies"] * 5 + ["structural_anomalies"] * 4
+    labels = np.array([d != "good" for d in defects], int)
+    scores = rng.normal(size=len(defects)) + 0.8 * labels
+    maps = rng.random((len(defects), 8, 8)).astype(np.float32)
+    regions = []
+    for i, d in enumerate(defects):
+        if d == "good":
+            regions.append([])
+            continue
+        m = np.zeros((8, 8), bool)
+        m[i % 6:i % 6 + 2, 1:4] = True
+        maps[i][m] += 0.5
+        regions.append([(m, float(m.sum()))])
+    out = evaluate_loco(scores, labels, defects, maps, regions)
+    good = np.array([d == "good" for d in defects])
+    for key, folder in (("logical", "logical_anomalies"), ("structural", "structural_anomalies")):
+        keep = good | (np.array(defects) == folder)
+        assert out[f"image_auroc_{key}"] == pytest.approx(roc_auc_score(labels[keep], scores[keep]))
+        idx = np.flatnonzero(keep)
+        assert out[f"auspro_{key}"] == pytest.approx(M.auspro(maps[idx], [regions[i] for i in idx]))
+    assert out["image_auroc_mean"] == pytest.approx((out["image_auroc_logical"] + out["image_auroc_structural"]) / 2)
+    assert out["auspro_mean"] == pytest.approx((out["auspro_logical"] + out["auspro_structural"]) / 2)
+    # the mixed figure is neither subset's: a logical subset at chance hides behind an easy structural one
+    mixed = roc_auc_score(labels, scores)
+    assert mixed not in (out["image_auroc_logical"], out["image_auroc_structural"])
+    only_images = evaluate_loco(scores, labels, defects)
+    assert set(only_images) == {"image_auroc_logical", "image_auroc_structural", "image_auroc_mean"}
+    with pytest.raises(ValueError, match="defects has 3 entries"):
+        evaluate_loco(scores, labels, defects[:3])
+    no_structural = evaluate_loco(scores[:11], labels[:11], defects[:11])
+    assert math.isnan(no_structural["image_auroc_structural"]) and math.isnan(no_structural["image_auroc_mean"])

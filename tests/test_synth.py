@@ -100,10 +100,11 @@ def test_loco_defects_config_is_well_formed(synth_root):
         # every value found in a mask is listed
         found = {int(v) for m in (synth_root / name / "ground_truth").rglob("*.png") for v in np.unique(_arr(m)) if v}
         assert found <= {e["pixel_value"] for e in config}
-    # the placement rule comes with multi-region ground truth (misplaced and swapped parts: two regions)
+    # the placement rule comes with multi-region ground truth (swapped parts: two regions, a duplicated part: one)
     kit_gt = synth_root / "kit" / "ground_truth" / "logical_anomalies"
-    kit_counts = [len(list(d.glob("*.png"))) for d in kit_gt.iterdir()]
-    assert set(kit_counts) == {2}
+    kit_counts = [len(list(d.glob("*.png"))) for d in sorted(kit_gt.iterdir())]
+    n = SMOKE["n_test_per_defect"]
+    assert kit_counts == [2] * n + [1] * n
 
 
 # ---------------------------------------------------------------------------------- the pixels
@@ -147,7 +148,7 @@ def test_images_are_not_blank():
 # -------------------------------------------------------------------------------------- manifest
 def test_manifest_content(synth_root):
     m = load_manifest(synth_root)
-    assert m["name"] == "SynthAD" and m["version"] == 1 and m["seed"] == 0 and m["size"] == SMOKE["size"]
+    assert m["name"] == "SynthAD" and m["version"] == synth.VERSION == 2 and m["seed"] == 0 and m["size"] == SMOKE["size"]
     assert list(m["categories"]) == list(CATEGORIES)
     kinds = [e["kind"] for e in m["categories"].values()]
     assert kinds.count("texture") == 3 and kinds.count("object") == 3 and kinds.count("logical") == 3
@@ -155,7 +156,7 @@ def test_manifest_content(synth_root):
         spec = CATEGORIES[name]
         assert e["layout"] == ("mvtec_loco" if spec.kind == "logical" else "mvtec_ad")
         assert e["defects"] == spec.defects and e["description"]
-        assert e["params"] == SMOKE and e["seed"] == 0
+        assert e["params"] == SMOKE and e["seed"] == 0 and e["version"] == synth.VERSION
         assert e["counts"]["train"] == SMOKE["n_train"]
     assert m["categories"]["nuts"]["defects"] == ["logical_anomalies", "structural_anomalies"]
     assert m["categories"]["nuts"]["defect_types"]["logical_anomalies"] == ["missing_nut", "extra_nut"]
@@ -260,3 +261,90 @@ def test_layout_readers_read_every_category(synth_root):
             regions = [r for s in split.test for r in s.regions]
             assert all(r.saturation is not None for r in regions)
             assert any(not r.relative for r in regions) == (name == "nuts")
+
+
+# ------------------------------------------------------------------------------- the logical rule
+def _patches(img: np.ndarray, size: int) -> "torch.Tensor":
+    import torch
+
+    t = torch.from_numpy(img).float().permute(2, 0, 1)[None] / 255
+    return torch.nn.functional.unfold(t, size // 8, stride=2)[0].T  # [L, 3 * p * p]
+
+
+@pytest.mark.parametrize("name", [n for n, s in CATEGORIES.items() if s.kind == "logical"])
+def test_logical_anomalies_are_made_of_normal_patches(name):
+    """The rule of the logical categories: every patch of a logical anomaly has a near-duplicate among
+    the normal training patches, so a local detector (the largest nearest-patch distance of an image)
+    cannot tell logical anomalies from good images, while it does see the structural defect."""
+    import torch
+
+    size, spec = 64, CATEGORIES[name]
+    bank = torch.cat([_patches(render_sample(name, i, "train", size=size)[0], size) for i in range(24)])
+
+    def local_score(img: np.ndarray) -> float:
+        return float(torch.cdist(_patches(img, size), bank).min(1).values.max())
+
+    good = [local_score(render_sample(name, i, "test", size=size)[0]) for i in range(12)]
+
+    def auroc(kind: str, per_type: int) -> float:
+        from nbhelpers.metrics import image_auroc
+
+        bad = [local_score(render_sample(name, i, "test", d.name, size=size)[0])
+               for d in spec.defect_types if d.folder == kind for i in range(per_type)]
+        return image_auroc(np.r_[good, bad], np.r_[np.zeros(len(good)), np.ones(len(bad))])
+
+    assert auroc(synth.LOGICAL, 8) <= 0.7
+    assert auroc(synth.STRUCTURAL, 8) >= 0.8
+
+
+def test_kit_order_starts_anywhere_and_nut_count_is_fixed():
+    """Every part is normal in every slot (only the order is the rule), and the trays hold three nuts."""
+    size, centres = 96, [(int(96 * y), int(96 * x)) for y, x in synth._KIT_SLOTS]
+    ring = synth._f32(0.92, 0.45, 0.10)  # the ring's colour: find its slot in each training image
+    seen = set()
+    for i in range(24):
+        img = render_sample("kit", i, "train", size=size)[0].astype(np.float32) / 255
+        dist = [np.abs(img[y - 8:y + 8, x - 8:x + 8] - ring).sum(-1).min() for y, x in centres]
+        seen.add(int(np.argmin(dist)))
+    assert seen == {0, 1, 2, 3}
+    compartments = [(int(size * y), int(size * x)) for y, x in synth._NUT_COMPARTMENTS]
+
+    def nuts_in(img: np.ndarray) -> int:  # compartments whose centre shows brass (yellow: red - blue high)
+        yellow = (img[..., 0].astype(int) - img[..., 2]) > 60
+        return sum(yellow[y - 8:y + 8, x - 8:x + 8].mean() > 0.1 for y, x in compartments)
+
+    assert [nuts_in(render_sample("nuts", i, "train", size=size)[0]) for i in range(8)] == [synth._NUTS_FILLED] * 8
+    assert nuts_in(render_sample("nuts", 0, "test", "missing_nut", size=size)[0]) == synth._NUTS_FILLED - 1
+    assert nuts_in(render_sample("nuts", 0, "test", "extra_nut", size=size)[0]) == synth._NUTS_FILLED + 1
+
+
+# --------------------------------------------------------------------------------------- versions
+def test_outdated_tree_is_refused_by_load_split_and_regenerated_by_synth(tmp_path):
+    from nbhelpers.data.layouts import load_split
+
+    out = generate(tmp_path, ["nuts", "grass"], preset="smoke", progress=False)
+    manifest = json.loads((out / synth.MANIFEST).read_text())
+    manifest["version"] = 1
+    for entry in manifest["categories"].values():  # entries of version 1 had no version field
+        del entry["version"]
+    (out / synth.MANIFEST).write_text(json.dumps(manifest))
+    target = out / "nuts" / "train" / "good" / "000.png"
+    target.write_bytes(b"old")
+    with pytest.raises(DatasetError, match=r"nuts: written by SynthAD version 1.*version 2.*nbhelpers synth --out"):
+        load_split(out, "nuts")
+    generate(out, ["nuts"], preset="smoke", progress=False)  # no --overwrite needed: outdated is rewritten
+    assert target.read_bytes() != b"old" and len(load_split(out, "nuts").train) == SMOKE["n_train"]
+    with pytest.raises(DatasetError, match="grass: written by SynthAD version 1"):  # never mixed
+        load_split(out, "grass")
+    ensure(out, preset="smoke", categories=["grass"], progress=False)
+    assert load_split(out, "grass").category == "grass"
+
+
+def test_dataset_tag_keys_bench_rows(synth_root, tmp_path):
+    from nbhelpers.benchmark import row_path
+
+    assert synth.dataset_tag(synth_root, "nuts") == f"synthad-v{synth.VERSION}"
+    assert synth.dataset_tag(tmp_path, "nuts") == ""
+    assert row_path(tmp_path, "baseline", "nuts", "smoke", 0, synth_root).name == \
+        f"baseline_nuts_smoke_seed0_synthad-v{synth.VERSION}.json"
+    assert row_path(tmp_path, "baseline", "bottle", "cpu", 1, tmp_path).name == "baseline_bottle_cpu_seed1.json"

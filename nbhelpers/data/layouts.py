@@ -32,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from nbhelpers.data.io import IMAGE_SUFFIXES, check_image, list_images
 from nbhelpers.data.records import GOOD, Region, Sample, Split
+from nbhelpers.data.synth import check_version
 from nbhelpers.errors import ConfigError, DatasetError, DatasetWarning
 
 __all__ = [
@@ -669,6 +670,7 @@ def load_split(root: str | Path, category: str, layout: str = "auto", validate: 
     """
     _check_layout(layout)
     root_path = _as_root(root)
+    check_version(root_path, category)
     if layout == "auto":
         is_visa = _visa_csv(root_path).is_file() and not (root_path / str(category) / _LOCO_CONFIG).is_file()
         if not is_visa:

@@ -10,11 +10,23 @@ ships (no download):
   (two-tone pill) -- shaded height-field renderings with varying pose, lighting and slight shape
   jitter, on a background with a drop shadow. Defects: scratch, crack, hole, contamination,
   deformation (locally warped outline).
-* **logical** (MVTec LOCO AD layout): ``nuts`` (a tray with exactly three nuts: missing / extra nut),
-  ``kit`` (three parts, each in its own slot: a part misplaced / two parts swapped), ``cables``
-  (two cables of one colour: mismatched colour / missing cable); plus a structural
-  ``contamination`` each. One mask file per defect region, filled with the defect's
+* **logical** (MVTec LOCO AD layout), each breaking a rule with parts that look normal:
+  ``nuts`` (counting: exactly three of a tray's six compartments hold a nut, which ones varies;
+  missing / extra nut), ``kit`` (placement: ring, bolt, cap and nut go round four slots clockwise
+  in that order from any slot; swapped parts / a part duplicated), ``cables`` (pairing: the top and
+  the bottom cable share a colour and a gauge drawn per image; mismatched colour / gauge); plus a
+  structural ``contamination`` each. One mask file per defect region, filled with the defect's
   ``pixel_value``; saturation thresholds in ``defects_config.json``.
+
+  The design rule of the logical categories: *every logical anomaly is made only of local
+  appearances that occur in normal training images* (an empty compartment, a part in a slot, a
+  cable of a colour), and the related parts lie far apart, so patch matching cannot see it while a
+  comparison of whole images can (``tests/test_synth.py`` checks the first half at smoke scale;
+  notebook 01 measures both halves with the baseline and :mod:`nbhelpers.image_level`).
+
+:data:`VERSION` changes whenever a category's content changes; readers refuse a category of
+another version (:func:`check_version`) and bench rows and checkpoints carry it in their key
+(:func:`dataset_tag`), so results of an old tree are never mixed with new ones.
 
 Trees written by :func:`generate` (``<out>/synthad.json`` describes them)::
 
@@ -64,6 +76,8 @@ __all__ = [
     "DefectType",
     "PlannedFile",
     "category_plan",
+    "check_version",
+    "dataset_tag",
     "ensure",
     "generate",
     "load_manifest",
@@ -1099,7 +1113,8 @@ def _entry(spec: CategorySpec, params: dict[str, int], seed: int, preset: str) -
     entry: dict[str, Any] = {
         "kind": spec.kind, "layout": spec.layout, "defects": spec.defects, "description": spec.description,
         "defect_types": {f: [d.name for d in spec.defect_types if d.folder == f] for f in spec.defects},
-        "seed": int(seed), "preset": preset, "params": dict(params), "counts": _counts(spec, params),
+        "version": VERSION, "seed": int(seed), "preset": preset, "params": dict(params),
+        "counts": _counts(spec, params),
     }
     if spec.layout == "mvtec_loco":
         entry["defects_config"] = [d.config(params["size"]) for d in spec.defect_types]
@@ -1192,7 +1207,8 @@ def generate(out: str | Path, categories: list[str] | str | None = None, preset:
         preset: a key of :data:`SYNTH_PRESETS` (``smoke``, ``cpu``, ``paper``).
         seed: the same seed gives byte-identical files.
         overwrite: regenerate categories whose folder exists; with ``False`` they are skipped
-            (their manifest entry is kept).
+            (their manifest entry is kept), except SynthAD categories of another :data:`VERSION`,
+            which are always regenerated (never mixed with current ones).
         progress: show a progress bar per category.
         **overrides: replace preset values (``size``, ``n_train``, ``n_val``, ``n_test_good``,
             ``n_test_per_defect``).
@@ -1216,7 +1232,8 @@ def generate(out: str | Path, categories: list[str] | str | None = None, preset:
     for name in names:
         spec = CATEGORIES[name]
         exists = (out / name).is_dir()
-        if exists and not overwrite:  # keep its entry; an unknown origin is marked for ensure()
+        outdated = _outdated(entries.get(name))
+        if exists and not overwrite and not outdated:  # keep its entry; an unknown origin is marked for ensure()
             entries.setdefault(name, {"kind": spec.kind, "layout": spec.layout, "defects": spec.defects,
                                       "description": spec.description, "unverified": True})
         else:
@@ -1225,6 +1242,39 @@ def generate(out: str | Path, categories: list[str] | str | None = None, preset:
         manifest["categories"] = {n: entries[n] for n in CATEGORIES if n in entries}
         _write_manifest(out, manifest)
     return out
+
+
+def _outdated(entry: Any) -> bool:
+    """Whether a manifest entry describes a category written by another SynthAD :data:`VERSION`
+    (entries of version 1 carry no version; folders of unknown origin are not SynthAD's)."""
+    return isinstance(entry, dict) and not entry.get("unverified") and entry.get("version", 1) != VERSION
+
+
+def check_version(root: str | Path, category: str) -> None:
+    """Refuse a SynthAD category that an older (or newer) generator wrote.
+
+    Does nothing for folders that hold no ``synthad.json`` (any other dataset) or for categories
+    the manifest does not know.
+
+    Raises:
+        DatasetError: one line naming the folder, both versions and the command that regenerates it.
+    """
+    root = Path(root).expanduser()
+    manifest = _read_manifest(root / MANIFEST)
+    entry = (manifest or {}).get("categories", {}).get(category)
+    if _outdated(entry):
+        raise DatasetError(
+            f"{root / category}: written by SynthAD version {entry.get('version', 1)}, but this nbhelpers reads "
+            f"version {VERSION} (its categories changed). Regenerate it with `nbhelpers synth --out {root}` "
+            f"(outdated categories are rewritten; `make run` does this too).")
+
+
+def dataset_tag(root: str | Path, category: str) -> str:
+    """``synthad-v<VERSION>`` for a SynthAD category, else ``""``: part of the key of bench rows and
+    checkpoints, so results computed on another generator version are never reused."""
+    manifest = _read_manifest(Path(root).expanduser() / MANIFEST)
+    entry = (manifest or {}).get("categories", {}).get(category)
+    return f"synthad-v{entry.get('version', 1)}" if isinstance(entry, dict) and not entry.get("unverified") else ""
 
 
 def load_manifest(root: str | Path) -> dict[str, Any]:
@@ -1253,18 +1303,19 @@ def ensure(out: str | Path, preset: str = "cpu", seed: int = 0, categories: list
     """Generate SynthAD into ``out`` only where it is missing or stale; return ``out``.
 
     A category is (re)generated when the manifest is missing, has no entry for it, its folder is
-    missing, or the entry was made with another version, seed or preset settings (a category
+    missing, or the entry was made with another :data:`VERSION`, seed or preset settings (a category
     folder of unknown origin is regenerated, i.e. overwritten).
     """
     params = _params(preset, {})
     names = _resolve(categories)
     out = Path(out).expanduser()
     manifest = _read_manifest(out / MANIFEST) or {}
-    entries = manifest.get("categories", {}) if manifest.get("version") == VERSION else {}
+    entries = manifest.get("categories", {})
     stale = [
         n for n in names
         if not (out / n).is_dir()
         or not isinstance(entries.get(n), dict)
+        or entries[n].get("version", 1) != VERSION
         or entries[n].get("seed") != seed
         or entries[n].get("params") != params
     ]
