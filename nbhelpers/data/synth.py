@@ -857,7 +857,7 @@ def _kit(rng: np.random.Generator, drng: np.random.Generator | None, size: int,
 
 
 _CABLE_COLOURS = (_f32(0.80, 0.12, 0.10), _f32(0.12, 0.30, 0.80), _f32(0.92, 0.78, 0.10), _f32(0.10, 0.58, 0.25))
-_CABLE_GAUGES = (0.018, 0.036)  # cable radius as a fraction of the image: thin, thick
+_CABLE_GAUGES = (0.026, 0.05)  # cable radius as a fraction of the image: thin, thick
 
 
 def _bezier(p0, p1, p2, p3, n: int = 48) -> np.ndarray:
@@ -880,9 +880,9 @@ def _cables(rng: np.random.Generator, drng: np.random.Generator | None, size: in
     Every colour and gauge occurs in normal images and the cables lie far apart, so a cable of the
     wrong colour or gauge looks locally normal; only the *combination* is wrong.
     """
-    light = _light(rng.uniform(-2.5, -2.0), rng.uniform(0.8, 1.0))
-    bg = _f32(0.84, 0.85, 0.82) * np.float32(rng.uniform(0.96, 1.03))
-    bg = bg * (1 + 0.03 * _value_noise(rng, size, 5))[..., None]
+    light = _light(rng.uniform(-2.4, -2.1), rng.uniform(0.85, 1.0))
+    bg = _f32(0.84, 0.85, 0.82) * np.float32(rng.uniform(0.98, 1.015))
+    bg = bg * (1 + 0.015 * _value_noise(rng, size, 5))[..., None]
     bg = bg + _grain(rng, size, 0.01)
     colour = int(rng.integers(len(_CABLE_COLOURS)))
     gauge = int(rng.integers(len(_CABLE_GAUGES)))
@@ -892,8 +892,8 @@ def _cables(rng: np.random.Generator, drng: np.random.Generator | None, size: in
         y0 = size * (base + rng.uniform(-0.02, 0.02))
         x0, x3 = size * rng.uniform(0.08, 0.11), size * rng.uniform(0.89, 0.92)
         y3 = y0 + size * rng.uniform(-0.03, 0.03)
-        p1 = (y0 + size * rng.uniform(-0.04, 0.04), size * rng.uniform(0.3, 0.4))
-        p2 = (y0 + size * rng.uniform(-0.04, 0.04), size * rng.uniform(0.6, 0.7))
+        p1 = (y0 + size * rng.uniform(-0.03, 0.03), size * rng.uniform(0.3, 0.4))
+        p2 = (y0 + size * rng.uniform(-0.03, 0.03), size * rng.uniform(0.6, 0.7))
         paths.append(_bezier(np.array([y0, x0], np.float32), np.array(p1, np.float32),
                              np.array(p2, np.float32), np.array([y3, x3], np.float32)))
         plugs += [(y0, x0), (y3, x3)]
