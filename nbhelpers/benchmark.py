@@ -24,7 +24,7 @@ from nbhelpers.data.synth import dataset_tag
 from nbhelpers.data.torchdata import load_regions
 from nbhelpers.errors import DatasetWarning
 from nbhelpers.methods.base import AnomalyMethod, create
-from nbhelpers.metrics import METRIC_NAMES, evaluate, evaluate_loco
+from nbhelpers.metrics import LOCO_METRIC_NAMES, METRIC_NAMES, evaluate, evaluate_loco
 
 TABLE_COLUMNS = ("category", "method", "image_auroc", "pixel_auroc", "aupro", "auspro", "pixel_ap",
                  "image_auroc_logical", "image_auroc_structural", "image_auroc_mean",
@@ -179,7 +179,7 @@ def _fmt(value: Any) -> str:
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = TABLE_COLUMNS) -> str:
     """A Markdown table of result rows (columns missing from every row are dropped)."""
     cols = [c for c in columns if any(c in r for r in rows)]
-    names = {**METRIC_NAMES, "fit_s": "fit s", "ms_per_image": "ms/image", "peak_mem_mb": "peak MiB",
+    names = {**METRIC_NAMES, **LOCO_METRIC_NAMES, "fit_s": "fit s", "ms_per_image": "ms/image", "peak_mem_mb": "peak MiB",
              "params_trainable": "trainable params"}
     lines = ["| " + " | ".join(names.get(c, c) for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]

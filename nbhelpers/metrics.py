@@ -48,6 +48,7 @@ __all__ = [
     "auspro",
     "saturation_pixels",
     "evaluate",
+    "LOCO_METRIC_NAMES",
     "LOCO_SUBSETS",
     "evaluate_loco",
 ]
@@ -61,6 +62,10 @@ METRIC_NAMES: dict[str, str] = {
     "pixel_ap": "Pixel AP",
     "aupro": "AUPRO (FPR<=0.3)",
     "auspro": "AUsPRO (FPR<=0.05)",
+}
+
+#: Keys of :func:`evaluate_loco` -> pretty names.
+LOCO_METRIC_NAMES: dict[str, str] = {
     "image_auroc_logical": "Image AUROC logical",
     "image_auroc_structural": "Image AUROC structural",
     "image_auroc_mean": "Image AUROC mean(L, S)",
@@ -592,7 +597,7 @@ def evaluate_loco(scores: Any, labels: Any, defects: Sequence[str], maps: Any = 
 
     Returns:
         ``image_auroc_logical``, ``image_auroc_structural``, ``image_auroc_mean`` (plus the same three
-        for ``auspro`` with maps and regions); ``nan`` for a subset without images, and for the mean
+        for ``auspro`` with maps and regions; pretty names: :data:`LOCO_METRIC_NAMES`); ``nan`` for a subset without images, and for the mean
         when either subset is ``nan``.
 
     Raises:
