@@ -185,9 +185,9 @@ def test_ablation_variants_build():
     for over, branches in ((dict(intra=False, inter=False, scoring="rec"), set()), (dict(inter=False), {"intra"}),
                            (dict(residual=True, intra_entropy=False), {"intra", "inter"})):
         model = create("fod", "smoke", device="cpu", weights=None, **over)
-        for net, x in zip(model.nets, model.features(images)):
+        for net, x in zip(model.net, model.features(images)):
             net.set_reference(x[0].flatten(1).T, torch.arange(x.shape[-2] * x.shape[-1]))
-        out = model.loss(images)
+        out = model.training_step({"image": images})
         assert torch.isfinite(out["loss"]) and {b for b in ("intra", "inter") if out[f"ent_{b}"] != 0} == branches
     with pytest.raises(ConfigError, match="needs the intra or inter"):
         get_config("fod", "smoke", intra=False, inter=False)
@@ -195,13 +195,13 @@ def test_ablation_variants_build():
 
 def test_mean_reference_matches_brute_force(brick, fitted):
     feats = [torch.cat(level) for level in zip(*[fitted.features(b["image"]) for b in fitted.loader(brick.train)])]
-    for net, f in zip(fitted.nets, feats):
+    for net, f in zip(fitted.net, feats):
         torch.testing.assert_close(net.reference, f.mean(0).flatten(1).T, rtol=1e-5, atol=1e-5)
         assert torch.equal(net.reference_index, torch.arange(f.shape[-2] * f.shape[-1]))
 
 
 def test_fit_predict_batch_independent_and_save_load(brick, fitted, tmp_path):
-    assert len(fitted.history) == fitted.config.epochs
+    assert len(fitted.train_result.losses) == fitted.config.epochs
     samples = brick.test[:5]
     res = fitted.predict(next(iter(fitted.loader(samples))))
     assert isinstance(res, AnomalyResult) and res.scores.shape == (4,) and res.maps.shape == (4, 64, 64)
@@ -232,7 +232,7 @@ def test_return_attention_extras(brick, fitted):
 
 def test_training_lowers_the_loss(fitted):
     rec = [t["rec"] for t in fitted.train_result.terms]
-    assert len(rec) == 3 and rec[-1] < rec[0] and fitted.history[-1] < fitted.history[0]
+    assert len(rec) == 3 and rec[-1] < rec[0] and fitted.train_result.losses[-1] < fitted.train_result.losses[0]
 
 
 def test_same_seed_same_scores(brick):
@@ -243,7 +243,7 @@ def test_same_seed_same_scores(brick):
 
 def test_coreset_reference_is_bounded_and_positioned(brick):
     model = create("fod", "smoke", device="cpu", reference="coreset", coreset_size=20, epochs=1).fit(brick.train[:4])
-    for net, n in zip(model.nets, (64, 16)):
+    for net, n in zip(model.net, (64, 16)):
         m = min(20, n * 4)
         assert net.reference.shape == (m, net.projection.out_features)
         assert int(net.reference_index.min()) >= 0 and int(net.reference_index.max()) < n

@@ -47,4 +47,4 @@ def test_every_method_trains_and_predicts_under_bf16_autocast(method, synth_root
     assert out["maps"].dtype == torch.float32 and out["scores"].dtype == torch.float32
     assert torch.isfinite(out["maps"]).all() and torch.isfinite(out["scores"]).all()
     assert out["scores"].std() > 0
-    assert all(math.isfinite(loss) for loss in model.history)
+    assert all(math.isfinite(loss) for loss in model.train_result.losses)

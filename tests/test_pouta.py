@@ -178,7 +178,7 @@ def test_count_flops_of_a_convolution():
 @pytest.mark.parametrize("name,overrides", [("pouta", {}), ("pouta", dict(hsg=False, mss=False)), ("pouta_vanilla", {})])
 def test_gradients_reach_every_module(name, overrides):
     model = create(name, "smoke", **{**TINY, **overrides})
-    terms = model.loss_terms(fake_batch(size=32))
+    terms = model.training_step(fake_batch(size=32))
     assert set(terms) == ({"loss", "rec", "pre", "mss"} if name == "pouta" and overrides.get("mss", True)
                           else {"loss", "rec", "pre"})
     terms["loss"].backward()
@@ -190,8 +190,8 @@ def test_gradients_reach_every_module(name, overrides):
 def test_short_run_lowers_the_loss(split):
     model = create("pouta", "smoke", **{**TINY, "image_size": 32, "epochs": 4, "samples_per_epoch": 8})
     model.fit(split.train[:4])
-    assert len(model.history) == 4 and all(math.isfinite(v) for v in model.history)
-    assert model.history[-1] < model.history[0]
+    assert len(model.train_result.losses) == 4 and all(math.isfinite(v) for v in model.train_result.losses)
+    assert model.train_result.losses[-1] < model.train_result.losses[0]
 
 
 def test_predict_contract_and_save_load_round_trip(fitted, split, tmp_path):
@@ -214,7 +214,7 @@ def test_predict_contract_and_save_load_round_trip(fitted, split, tmp_path):
 
 def test_same_seed_same_training_and_scores(split):
     runs = [create("pouta_vanilla", "smoke", **{**TINY, "seed": 3}).fit(split.train[:4]) for _ in range(2)]
-    assert runs[0].history == runs[1].history
+    assert runs[0].train_result.losses == runs[1].train_result.losses
     batch = next(iter(runs[0].loader(split.test[:2])))
     assert torch.equal(runs[0].predict(batch).maps, runs[1].predict(batch).maps)
 

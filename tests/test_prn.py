@@ -52,8 +52,8 @@ def test_paper_architecture_on_resnet18():
     """The paper preset's network (ResNet-18 layer1-3 + layer4), random weights, at a small size."""
     model = create("prn", "paper", device="cpu", weights=None, image_size=64)
     assert model.backbone.channels == [64, 128, 256, 512] and model.feature_sizes == [(16, 16), (8, 8), (4, 4)]
-    assert len(model.network.attention[0]) == 3  # N = 3 stacked MSA blocks
-    model.network.prototypes.assign([torch.zeros(2, c, *s) for c, s in zip((64, 128, 256), model.feature_sizes)])
+    assert len(model.net.attention[0]) == 3  # N = 3 stacked MSA blocks
+    model.net.prototypes.assign([torch.zeros(2, c, *s) for c, s in zip((64, 128, 256), model.feature_sizes)])
     res = model.predict({"image": torch.randn(2, 3, 64, 64)})
     assert res.maps.shape == (2, 64, 64) and res.scores.shape == (2,)
 
@@ -280,8 +280,8 @@ def test_training_groups(brick):
 def test_fit_predict_save_load(brick, tmp_path):
     split, seen = brick
     model = create("prn", "smoke", device="cpu").fit(split.train, anomalies=seen)
-    assert len(model.history) == model.config.epochs and all(math.isfinite(v) for v in model.history)
-    assert [p.shape[0] for p in model.network.prototypes.prototypes] == [1, 1, 1]  # 10 % of 8 images
+    assert len(model.train_result.losses) == model.config.epochs and all(math.isfinite(v) for v in model.train_result.losses)
+    assert [p.shape[0] for p in model.net.prototypes.prototypes] == [1, 1, 1]  # 10 % of 8 images
     batch = next(iter(model.loader(split.test[:3])))
     res = model.predict(batch)
     assert isinstance(res, AnomalyResult)
@@ -310,11 +310,11 @@ def test_short_training_lowers_the_loss(brick):
     model.fit_prototypes(split.train)
     data = model.training_set(split.train, seen)
     batch = {k: data[0][k][None] for k in ("image", "mask")}  # one group: 2 normal, 1 EA, 1 SA
-    opt = torch.optim.Adam(model.network.parameters(), lr=3e-3)
-    model.network.train()
+    opt = torch.optim.Adam(model.net.parameters(), lr=3e-3)
+    model.net.train()
     losses = []
     for _ in range(12):
-        loss = model.loss(batch)["loss"]
+        loss = model.training_step(batch)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -284,7 +284,7 @@ def test_interrupted_and_resumed_fit_matches_an_uninterrupted_one(method, synth_
     resumed.fit_and_save(tmp_path / "part.pt", split.train, anomalies=seen, resume=True)
     got = resumed.predict_all(split.test)
     assert torch.equal(got["scores"], expected["scores"]) and torch.equal(got["maps"], expected["maps"])
-    assert resumed.history == full.history
+    assert resumed.train_result.losses == full.train_result.losses
 
 
 def test_sigterm_keeps_the_checkpoint_and_resume_continues(synth_root, tmp_path, capsys):
@@ -308,7 +308,7 @@ def test_sigterm_keeps_the_checkpoint_and_resume_continues(synth_root, tmp_path,
     captured = capsys.readouterr()
     assert f"resumed from {ckpt}: {done} of {done + 1} epochs done" in captured.err
     assert f"saved {out}" in captured.out and not ckpt.parent.exists()
-    assert len(create("fod", "smoke", device="cpu").load(out).history) == done + 1
+    assert len(create("fod", "smoke", device="cpu").load(out).train_result.losses) == done + 1
 
 
 # ------------------------------------------------------------------------------------ 4. reproducibility

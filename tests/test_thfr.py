@@ -168,7 +168,7 @@ def fitted(synth_root):
 
 def test_short_training_lowers_loss_and_predicts(fitted, tmp_path):
     split, model = fitted
-    assert len(model.history) == 6 and model.history[-1] < 0.8 * model.history[0]
+    assert len(model.train_result.losses) == 6 and model.train_result.losses[-1] < 0.8 * model.train_result.losses[0]
     batch = next(iter(model.loader(split.test[:3])))
     res = model.predict(batch)
     assert isinstance(res, AnomalyResult)
@@ -179,7 +179,7 @@ def test_short_training_lowers_loss_and_predicts(fitted, tmp_path):
     assert [m.shape[-1] for m in res.extras["level_maps"]] == [16, 8, 4]
 
     model.fit_visualizer(split.train, epochs=3)
-    assert model.vis_history[-1] < model.vis_history[0]
+    assert model.visualizer_result.losses[-1] < model.visualizer_result.losses[0]
     out = model.restore(batch["image"])
     assert model.visualize(out["restored"]).shape == (3, 3, 64, 64)
 
@@ -192,7 +192,7 @@ def test_short_training_lowers_loss_and_predicts(fitted, tmp_path):
 def test_same_seed_same_maps(fitted):
     split, model = fitted
     other = create("thfr", "smoke", device="cpu", epochs=6, seed=3).fit(split.train)
-    assert other.history == model.history
+    assert other.train_result.losses == model.train_result.losses
     batch = next(iter(model.loader(split.test[:2])))
     torch.testing.assert_close(other.predict(batch).maps, model.predict(batch).maps, rtol=0, atol=0)
 

@@ -31,7 +31,9 @@ from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import AnomalyDataset, make_loader
 from nbhelpers.errors import ConfigError
 from nbhelpers.progress import progress
-from nbhelpers.train import CheckpointError, checkpointing, load_checkpoint, reporting_out_of_memory, save_checkpoint
+from nbhelpers import train as training
+from nbhelpers.train import (CheckpointError, TrainResult, checkpointing, load_checkpoint, reporting_out_of_memory,
+                             save_checkpoint)
 
 PRESET_NAMES = ("smoke", "cpu", "paper")
 
@@ -148,12 +150,22 @@ class AnomalyResult:
 
 
 class AnomalyMethod:
-    """Base class: device, loaders, batched inference and checkpointing shared by all methods.
+    """Base class: the one training loop, device, loaders, batched inference and checkpointing.
 
-    Subclasses set ``name``, ``config_class`` and, unless any side from the backbone's deepest stride
-    on works, ``size_rule``; implement :meth:`fit` and :meth:`predict`, and list what :meth:`save`
-    must keep in :meth:`state_dict` / :meth:`load_state_dict` (the default saves the ``nn.Module``
-    attributes listed in ``modules``).
+    A method subclasses it, sets ``name``, ``config_class`` and, unless any side from the backbone's
+    deepest stride on works, ``size_rule``, builds its trainable module as ``self.net`` (``None``
+    for methods that learn nothing by gradient, like the baseline) and declares only what is its own:
+
+    * :meth:`on_fit_start` — what training needs first (banks, prototypes, reference features);
+    * :meth:`training_step` — one batch to a dict of named loss terms (``"loss"`` is minimised);
+    * :meth:`configure_optimizers` and :meth:`train_loader` — when Adam on ``config.lr`` over
+      ``self.net`` and ``loader(train, shuffle=True)`` are not the paper's;
+    * :meth:`on_fit_end` — what follows training (e.g. subsampling a bank);
+    * :meth:`predict`, and in :meth:`state_dict` / :meth:`load_state_dict` what :meth:`save` must
+      keep beyond the ``nn.Module`` attributes listed in ``modules``.
+
+    :meth:`fit` runs them in that order around :func:`nbhelpers.train.fit` and keeps the losses in
+    :attr:`train_result` (saved in checkpoints). See ``docs/ADDING_A_METHOD.md``.
 
     Raises (on creation):
         ConfigError: ``config.image_size`` breaks ``size_rule``, or an unknown backbone or level.
@@ -169,7 +181,8 @@ class AnomalyMethod:
         self.size_rule.check(self.name, self.config)
         self.device = get_device(self.config.device)
         seed_everything(self.config.seed)
-        self.history: list[float] = []
+        self.net: torch.nn.Module | None = None
+        self.train_result = TrainResult()
 
     @property
     def seen_anomalies(self) -> int:
@@ -202,14 +215,60 @@ class AnomalyMethod:
         return make_loader(self.dataset(samples), batch_size or self.config.batch_size, shuffle=shuffle,
                            num_workers=self.config.num_workers, seed=self.config.seed)
 
-    # ----- contract ---------------------------------------------------------------------------
+    # ----- training ---------------------------------------------------------------------------
     def fit(self, train: Sequence[Sample], val: Sequence[Sample] | None = None,
             anomalies: Sequence[Sample] | None = None) -> AnomalyMethod:
         """Learn from normal ``train`` images (``val``: optional normal validation images;
         ``anomalies``: a few *seen* anomalous samples for methods that use them, e.g. PRN — they must
-        be excluded from evaluation, see ``nbhelpers.benchmark.hold_out_anomalies``)."""
-        raise NotImplementedError
+        be excluded from evaluation, see ``nbhelpers.benchmark.hold_out_anomalies``).
 
+        The one training loop: :meth:`on_fit_start`, then (when the method has a ``net``)
+        ``config.epochs`` epochs of :meth:`training_step` with :meth:`configure_optimizers` over
+        :meth:`train_loader` in :func:`nbhelpers.train.fit` (bf16 autocast on CUDA, checkpoints,
+        resume, DDP), then :meth:`on_fit_end`.
+        """
+        self.on_fit_start(train, val, anomalies)
+        if self.net is not None:
+            optimizer, scheduler = self.configure_optimizers()
+            self.train_result = training.fit(
+                self.net, self.training_step, self.train_loader(train, anomalies), optimizer, self.config.epochs,
+                self.device, scheduler=scheduler, show_progress=self.config.progress, desc=self.name,
+                seed=self.config.seed, grad_clip=self.grad_clip, generators=self.generators)
+            self.net.eval()
+        self.on_fit_end(train)
+        return self
+
+    def on_fit_start(self, train: Sequence[Sample], val: Sequence[Sample] | None,
+                     anomalies: Sequence[Sample] | None) -> None:
+        """What training needs before the first step (nothing by default)."""
+
+    def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        """One batch of :meth:`train_loader` -> named loss terms; ``"loss"`` is minimised, the others are
+        logged per epoch in :attr:`train_result`."""
+        raise NotImplementedError(f"{type(self).__name__} has a net but no training_step.")
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+        """``(optimizer, scheduler or None)``; by default Adam on ``config.lr`` over ``self.net``."""
+        return torch.optim.Adam(self.net.parameters(), lr=self.config.lr), None
+
+    def train_loader(self, train: Sequence[Sample], anomalies: Sequence[Sample] | None) -> DataLoader:
+        """The batches :meth:`training_step` sees; by default the evaluation transform, shuffled."""
+        return self.loader(train, shuffle=True)
+
+    @property
+    def grad_clip(self) -> float | None:
+        """Gradient-norm clipping of each step (``None``: none)."""
+        return None
+
+    @property
+    def generators(self) -> tuple[torch.Generator, ...]:
+        """Private random generators :meth:`training_step` draws from (saved with training checkpoints)."""
+        return ()
+
+    def on_fit_end(self, train: Sequence[Sample]) -> None:
+        """What follows the last training step (nothing by default)."""
+
+    # ----- inference --------------------------------------------------------------------------
     def predict(self, batch: dict) -> AnomalyResult:
         raise NotImplementedError
 
@@ -245,7 +304,7 @@ class AnomalyMethod:
     def save(self, path: str | Path) -> Path:
         """Write config + state atomically (temporary file, then rename)."""
         return save_checkpoint(path, {"method": self.name, "config": self.config.to_dict(),
-                                      "state": self.state_dict(), "history": self.history})
+                                      "state": self.state_dict(), "train_result": dataclasses.asdict(self.train_result)})
 
     def load(self, path: str | Path) -> AnomalyMethod:
         """Restore a checkpoint written by :meth:`save` of the same method (``weights_only`` loading).
@@ -264,7 +323,7 @@ class AnomalyMethod:
                 f"{path}: its {self.name} state does not fit this model ({exc.__class__.__name__}: "
                 f"{str(exc).splitlines()[0][:300]}). Config fields of the checkpoint that differ: {differ}; "
                 f"create the model with them, e.g. create({self.name!r}, preset, **{differ}).") from exc
-        self.history = list(ckpt.get("history", []))
+        self.train_result = TrainResult(**ckpt.get("train_result", {}))
         return self
 
     def fit_and_save(self, path: str | Path, train: Sequence[Sample], val: Sequence[Sample] | None = None,

@@ -76,11 +76,11 @@ class Baseline(AnomalyMethod):
         return aggregate_patches(self.backbone(images))
 
     @torch.no_grad()
-    def fit(self, train: Sequence[Sample], val: Sequence[Sample] | None = None,
-            anomalies: Sequence[Sample] | None = None) -> Baseline:
-        """Fill the memory bank with every patch of the normal ``train`` images, then subsample it."""
+    def on_fit_start(self, train: Sequence[Sample], val: Sequence[Sample] | None,
+                     anomalies: Sequence[Sample] | None) -> None:
+        """Fill the memory bank with every patch of the normal ``train`` images, then subsample it
+        (the baseline has no ``net``: nothing is trained by gradient)."""
         self.bank = computed_once(lambda: self._build_bank(train), self.device)
-        return self
 
     def _build_bank(self, train: Sequence[Sample]) -> torch.Tensor:
         """Every patch embedding of ``train``, subsampled by the coreset: ``float[M,D]``."""

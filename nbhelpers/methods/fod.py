@@ -52,7 +52,7 @@ from nbhelpers.errors import ConfigError
 from nbhelpers.maps import max_score, smooth, upsample
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, register
 from nbhelpers.progress import progress
-from nbhelpers.train import TrainResult, autocast, fit, to_device
+from nbhelpers.train import autocast, to_device
 
 EPS = 1e-4  # inside the logarithms of the divergence and entropy (official code)
 REFERENCES = ("mean", "coreset")
@@ -460,9 +460,9 @@ class FOD(AnomalyMethod):
 
     Attributes:
         backbone: the frozen :class:`~nbhelpers.backbones.FeatureExtractor`.
-        nets: ``nn.ModuleList`` of the level transformers (the only trainable part).
+        net: ``nn.ModuleList`` of the level transformers (the only trainable part).
         train_result: the :class:`~nbhelpers.train.TrainResult` of the last :meth:`fit` (per-epoch
-            means of every loss term under ``.terms``), ``None`` before fitting.
+            means of every loss term under ``.terms``).
     """
 
     name = "fod"
@@ -472,10 +472,9 @@ class FOD(AnomalyMethod):
         super().__init__(config)
         cfg = self.config
         self.backbone = FeatureExtractor(cfg.backbone, cfg.layers, cfg.weights).to(self.device)
-        self.nets = nn.ModuleList(
+        self.net = nn.ModuleList(
             FODTransformer(c, d, cfg.heads, cfg.n_layers, cfg.ffn_ratio, cfg.intra, cfg.inter, cfg.residual)
             for c, d in zip(self.backbone.channels, cfg.d_model)).to(self.device)
-        self.train_result: TrainResult | None = None
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Locally averaged (3x3) frozen backbone features per level: ``list[float[B, C_l, h_l, w_l]]``."""
@@ -516,17 +515,18 @@ class FOD(AnomalyMethod):
         return pool[idx], index[idx]
 
     # ----- training -------------------------------------------------------------------------
-    def loss(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Eq. 11 summed over levels for a batch of normalised images ``float[B, 3, H, W]``.
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Eq. 11 summed over levels for a batch of normalised images ``batch["image"]: float[B, 3, H, W]``.
 
         Returns ``{"loss", "rec", "div_intra", "ent_intra", "div_inter", "ent_inter"}`` (scalars; the
         divergences and entropies are layer means, Eq. 6-7, for logging).
         """
         cfg = self.config
+        images = batch["image"]
         l2 = cfg.lambda2 if cfg.intra_entropy else 0.0
         logs = {k: images.new_zeros(()) for k in ("rec", "div_intra", "ent_intra", "div_inter", "ent_inter")}
         total = images.new_zeros(())
-        for net, x in zip(self.nets, self.features(images)):
+        for net, x in zip(self.net, self.features(images)):
             x_hat, terms = net(x)
             rec = reconstruction_loss(x.flatten(2).transpose(1, 2), x_hat)
             total = total + rec
@@ -539,22 +539,18 @@ class FOD(AnomalyMethod):
                     logs[f"ent_{branch}"] = logs[f"ent_{branch}"] + t["entropy"].detach()
         return {"loss": total, **logs}
 
-    def fit(self, train: Sequence[Sample], val: Sequence[Sample] | None = None,
-            anomalies: Sequence[Sample] | None = None) -> FOD:
-        """Compute the reference features, then train the level transformers on ``train`` (Adam)."""
-        cfg = self.config
+    def on_fit_start(self, train: Sequence[Sample], val: Sequence[Sample] | None,
+                     anomalies: Sequence[Sample] | None) -> None:
+        """Compute the reference features (§3.4) and start each level's output at the mean feature."""
         means, coresets = computed_once(lambda: self.reference_features(train), self.device)
-        for level, (net, mean) in enumerate(zip(self.nets, means)):
+        for level, (net, mean) in enumerate(zip(self.net, means)):
             net.init_output(mean.mean(0))
-            if cfg.inter:
+            if self.config.inter:
                 net.set_reference(*(coresets[level] if coresets else (mean, torch.arange(mean.shape[0], device=self.device))))
-        optimizer = torch.optim.Adam(self.nets.parameters(), lr=cfg.lr)
-        self.train_result = fit(self.nets, lambda batch: self.loss(batch["image"]), self.loader(train, shuffle=True),
-                                optimizer, cfg.epochs, self.device, show_progress=cfg.progress, desc="fod",
-                                seed=cfg.seed, grad_clip=cfg.grad_clip)
-        self.history = list(self.train_result.losses)
-        self.nets.eval()
-        return self
+
+    @property
+    def grad_clip(self) -> float | None:
+        return self.config.grad_clip
 
     # ----- inference ------------------------------------------------------------------------
     @torch.no_grad()
@@ -569,12 +565,12 @@ class FOD(AnomalyMethod):
         ``"reference_positions"``: ``long[M, 2]`` (grid places of the reference entries).
         """
         cfg = self.config
-        self.nets.eval()
+        self.net.eval()
         images = to_device(batch["image"], self.device)
         extras: dict[str, list[torch.Tensor]] = {}
         maps = []
         with autocast(self.device):
-            for net, x in zip(self.nets, self.features(images)):
+            for net, x in zip(self.net, self.features(images)):
                 b, _, h, w = x.shape
                 x_hat, terms = net(x, keep=return_attention)
                 rec = reconstruction_discrepancy(x.flatten(2).transpose(1, 2), x_hat)
@@ -599,13 +595,13 @@ class FOD(AnomalyMethod):
 
     # ----- persistence ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"nets": {k: v.cpu() for k, v in self.nets.state_dict().items()},
-                "references": [net.reference.cpu() for net in self.nets],
-                "reference_index": [net.reference_index.cpu() for net in self.nets]}
+        return {"net": {k: v.cpu() for k, v in self.net.state_dict().items()},
+                "references": [net.reference.cpu() for net in self.net],
+                "reference_index": [net.reference_index.cpu() for net in self.net]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.nets.load_state_dict(state["nets"])
-        for net, feats, index in zip(self.nets, state["references"], state["reference_index"]):
+        self.net.load_state_dict(state["net"])
+        for net, feats, index in zip(self.net, state["references"], state["reference_index"]):
             net.set_reference(feats, index)
 
 

@@ -39,7 +39,7 @@ from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import make_loader, resize_image
 from nbhelpers.losses import focal_loss
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, SizeRule, register
-from nbhelpers.train import autocast, fit, full_precision, to_device
+from nbhelpers.train import autocast, full_precision, to_device
 
 #: Number of feature levels of the reconstructive encoder / decoder (F_E1..F_E4, F_D4..F_D1).
 LEVELS = 4
@@ -467,7 +467,6 @@ class POUTA(AnomalyMethod):
     def __init__(self, config: Config | None = None) -> None:
         super().__init__(config)
         self.net = POUTANet(self.config).to(self.device)
-        self.history_terms: list[dict[str, float]] = []
 
     @property
     def normalization(self) -> tuple[None, None]:
@@ -485,7 +484,7 @@ class POUTA(AnomalyMethod):
         return DraemDataset(images, cfg.image_size, textures=textures, seed=cfg.seed, anomaly_prob=cfg.anomaly_prob,
                             beta_range=tuple(cfg.beta_range), n_augment=cfg.n_augment, rotate_prob=cfg.rotate_prob)
 
-    def loss_terms(self, batch: dict) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """Eq. 8: ``L_total = L_rec + L_pre + L_MSS`` on a ``DraemDataset`` batch (``augmented``
         input, ``image`` target, ``mask``). Returns ``{"loss", "rec", "pre"[, "mss"]}``."""
         cfg = self.config
@@ -500,22 +499,19 @@ class POUTA(AnomalyMethod):
         terms["loss"] = sum(terms.values())
         return terms
 
-    def fit(self, train: Sequence[Sample], val: Sequence[Sample] | None = None,
-            anomalies: Sequence[Sample] | None = None) -> POUTA:
-        """Train on DRAEM pseudo-anomalies of the normal ``train`` images (real ``anomalies`` are
-        not used: POUTA is unsupervised). Adam, learning rate x ``lr_gamma`` at ``lr_milestones``."""
+    def train_loader(self, train: Sequence[Sample], anomalies: Sequence[Sample] | None):
+        """DRAEM pseudo-anomalies of the normal ``train`` images (real ``anomalies`` are not used:
+        POUTA is unsupervised)."""
         cfg = self.config
-        loader = make_loader(self.training_dataset(train), cfg.batch_size, shuffle=True,
-                             num_workers=cfg.num_workers, seed=cfg.seed)
+        return make_loader(self.training_dataset(train), cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
+                           seed=cfg.seed)
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """Adam, learning rate x ``lr_gamma`` at the ``lr_milestones`` fractions of the epochs."""
+        cfg = self.config
         optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         milestones = sorted({max(1, int(round(f * cfg.epochs))) for f in cfg.lr_milestones})
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.lr_gamma)
-        result = fit(self.net, self.loss_terms, loader, optimizer, cfg.epochs, self.device, scheduler=scheduler,
-                     show_progress=cfg.progress, desc=self.name, seed=cfg.seed)
-        self.history = result.losses
-        self.history_terms = result.terms
-        self.net.eval()
-        return self
+        return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=cfg.lr_gamma)
 
     @torch.no_grad()
     def representations(self, images: torch.Tensor, levels: bool = True) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from nbhelpers.errors import ConfigError, DatasetError
 from nbhelpers.losses import focal_loss
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, SizeRule, register
 from nbhelpers.progress import progress
-from nbhelpers.train import autocast, fit as train_fit, full_precision, to_device
+from nbhelpers.train import autocast, full_precision, to_device
 
 
 @dataclass
@@ -664,7 +664,7 @@ class PRN(AnomalyMethod):
 
     name = "prn"
     config_class = Config
-    modules = ("network",)
+    modules = ("net",)
     size_rule = MSASizeRule()
 
     def __init__(self, config: Config | None = None) -> None:
@@ -677,7 +677,7 @@ class PRN(AnomalyMethod):
         with torch.no_grad():
             probe = self.backbone(torch.zeros(1, 3, cfg.image_size, cfg.image_size, device=self.device))
         self.feature_sizes = [tuple(f.shape[-2:]) for f in probe[:-1]]
-        self.network = PrototypicalResidualNetwork(
+        self.net = PrototypicalResidualNetwork(
             self.backbone.channels[:-1], self.backbone.reductions[:-1], self.feature_sizes, self.backbone.channels[-1],
             cfg.msa_depth, cfg.patch_divisors, cfg.use_prototypes, cfg.use_msa, cfg.use_fusion).to(self.device)
         self.top_k = scaled_top_k(cfg.top_k, cfg.image_size, cfg.image_size)
@@ -695,10 +695,10 @@ class PRN(AnomalyMethod):
 
     def fit_prototypes(self, train: Sequence[Sample]) -> list[KMeansResult | None]:
         """MP initialisation (Sec. 3.1): k-means per scale over the normal training maps (frozen after)."""
-        if self.network.prototypes is None:
+        if self.net.prototypes is None:
             return []
         cfg = self.config
-        prototypes = self.network.prototypes
+        prototypes = self.net.prototypes
 
         def cluster() -> tuple[list[torch.Tensor], list[KMeansResult | None]]:
             results = prototypes.fit(self.features(train), cfg.prototype_ratio, cfg.kmeans_iters, cfg.seed)
@@ -719,30 +719,30 @@ class PRN(AnomalyMethod):
         return AnomalyGenerationDataset([load_image(s, size) for s in train], seen, mean, std, cfg.seed,
                                         TextureSource(cfg.textures), cfg.hoa_prob, cfg.target_areas)
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Eq. 5 on a batch of groups (``image: float[G,4,3,H,W]``, ``mask: float[G,4,1,H,W]``)."""
-        cfg = self.config
-        images, masks = batch["image"].flatten(0, 1), batch["mask"].flatten(0, 1)
-        logits = self.network(self.backbone(images), images.shape[-2:])
-        return prn_loss(logits, masks, cfg.focal_alpha, cfg.focal_gamma, cfg.focal_weight)
-
-    def fit(self, train: Sequence[Sample], val: Sequence[Sample] | None = None,
-            anomalies: Sequence[Sample] | None = None) -> PRN:
-        """Prototypes by k-means, then Adam on generated batches (``val`` is not used: PRN selects no
-        epoch). ``anomalies`` are the seen anomalies (may be ``None``: simulated anomalies only)."""
-        cfg = self.config
+    def on_fit_start(self, train: Sequence[Sample], val: Sequence[Sample] | None,
+                     anomalies: Sequence[Sample] | None) -> None:
+        """Prototypes by k-means (``val`` is not used: PRN selects no epoch)."""
         if not train:
             raise DatasetError("PRN.fit: no normal training images.")
         self.fit_prototypes(train)
-        data = self.training_set(train, anomalies)
-        loader = make_loader(data, max(1, cfg.batch_size // 4), shuffle=True, num_workers=cfg.num_workers,
-                             seed=cfg.seed)
-        optimizer = torch.optim.Adam(self.network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        result = train_fit(self.network, self.loss, loader, optimizer, cfg.epochs, self.device,
-                           show_progress=cfg.progress, desc="prn", seed=cfg.seed)
-        self.history = result.losses
-        self.network.eval()
-        return self
+
+    def train_loader(self, train: Sequence[Sample], anomalies: Sequence[Sample] | None):
+        """Groups of generated images (:meth:`training_set`); ``anomalies`` are the seen anomalies (may be
+        ``None``: simulated anomalies only). Each group holds 4 images, so ``batch_size // 4`` groups."""
+        cfg = self.config
+        return make_loader(self.training_set(train, anomalies), max(1, cfg.batch_size // 4), shuffle=True,
+                           num_workers=cfg.num_workers, seed=cfg.seed)
+
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, None]:
+        cfg = self.config
+        return torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay), None
+
+    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Eq. 5 on a batch of groups (``image: float[G,4,3,H,W]``, ``mask: float[G,4,1,H,W]``)."""
+        cfg = self.config
+        images, masks = batch["image"].flatten(0, 1), batch["mask"].flatten(0, 1)
+        logits = self.net(self.backbone(images), images.shape[-2:])
+        return prn_loss(logits, masks, cfg.focal_alpha, cfg.focal_gamma, cfg.focal_weight)
 
     # ----- inference ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -752,10 +752,10 @@ class PRN(AnomalyMethod):
         ``extras``: ``prototype_index long[B,S]``, ``residual_maps`` (per scale, channel mean of
         ``D_j``: ``float[B,h_j,w_j]``), ``attention`` (per scale, per MSA head, ``float[B,N,N]``).
         """
-        self.network.eval()
+        self.net.eval()
         images = to_device(batch["image"], self.device)
         with autocast(self.device):
-            logits, info = self.network(self.backbone(images), images.shape[-2:], details=True)
+            logits, info = self.net(self.backbone(images), images.shape[-2:], details=True)
         maps = torch.sigmoid(logits.float())[:, 0]
         extras: dict[str, Any] = {"attention": [[a.float() for a in heads] for heads in info["attention"]]}
         if "residuals" in info:
@@ -765,11 +765,11 @@ class PRN(AnomalyMethod):
 
     # ----- persistence ----------------------------------------------------------------------------
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        protos = self.network.prototypes
+        protos = self.net.prototypes
         if protos is not None:
-            protos.assign([state["network"][f"prototypes.p{j}"] for j in range(protos.n_scales)])
-        self.network.load_state_dict(state["network"])
-        self.network.eval()
+            protos.assign([state["net"][f"prototypes.p{j}"] for j in range(protos.n_scales)])
+        self.net.load_state_dict(state["net"])
+        self.net.eval()
 
 
 __all__ = ["PRN", "Config", "KINDS", "AnomalyGenerationDataset", "BilinearUp", "Decoder", "DepthwiseSeparableDown",

@@ -30,9 +30,10 @@ projection (EfficientNet features are signed), and Adam uses RD4AD's betas (0.5,
 """
 from __future__ import annotations
 
+
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -51,7 +52,7 @@ from nbhelpers.losses import cosine_distance_map
 from nbhelpers.maps import max_score, smooth, upsample
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, SizeRule, register
 from nbhelpers.progress import progress
-from nbhelpers.train import autocast, fit as train_fit, to_device
+from nbhelpers.train import TrainResult, autocast, fit as train_fit, to_device
 
 # MVTec AD settings of the paper (§4.1); the ``paper`` preset holds the MVTec LOCO ones.
 PAPER_MVTEC_AD = {"n_candidates": 6, "sigma": 4.0}
@@ -533,7 +534,9 @@ class THFR(AnomalyMethod):
         self.net = THFRNet(self.backbone.channels, self.backbone.reductions, cfg.image_size, cfg).to(self.device)
         self.visualizer: FeatureVisualizer | None = None  # built by fit_visualizer / load (not part of the detector)
         self.bank: TemplateBank | None = None
-        self.vis_history: list[float] = []
+        self._candidates: torch.Tensor | None = None  # long[N, n]: the Eq. 1 candidates of each bank entry
+        self._generator = torch.Generator(device=self.device)  # draws the template among them
+        self.visualizer_result = TrainResult()  # losses of fit_visualizer
 
     # ----- features ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -556,29 +559,38 @@ class THFR(AnomalyMethod):
     def _index_loader(self, n: int):
         return make_loader(_Indices(n), self.config.batch_size, shuffle=True, seed=self.config.seed)
 
-    def fit(self, train: Sequence[Sample], val: Sequence[Sample] | None = None,
-            anomalies: Sequence[Sample] | None = None) -> THFR:
-        """Build the bank of ``train``, train the restoration network on (input, template) pairs drawn
-        by Eq. 1 among the other training images, then subsample the bank (``bank_ratio``)."""
+    def on_fit_start(self, train: Sequence[Sample], val: Sequence[Sample] | None,
+                     anomalies: Sequence[Sample] | None) -> None:
+        """Build the bank of ``train`` and the Eq. 1 candidates: the ``n`` nearest *other* training images."""
         cfg = self.config
         if len(train) < 2 and cfg.use_template:
             raise ConfigError("THFR needs at least 2 training images (a template must differ from its input).")
-        bank = computed_once(lambda: self.build_bank(train), self.device)
-        candidates = bank.candidates(cfg.n_candidates) if cfg.use_template else None
-        generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.bank = computed_once(lambda: self.build_bank(train), self.device)
+        self._candidates = self.bank.candidates(cfg.n_candidates) if cfg.use_template else None
+        self._generator.manual_seed(cfg.seed)
 
-        def loss_fn(index: torch.Tensor) -> torch.Tensor:
-            features = bank.gather(index)
-            template = bank.gather(draw_template(candidates[index], generator)) if candidates is not None else None
-            return restoration_loss(features, self.net(features, template))
+    def training_step(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Eq. 3 for bank entries ``index: long[B]``, each restored with a template drawn by Eq. 1."""
+        bank, candidates = self.bank, self._candidates
+        features = bank.gather(index)
+        template = bank.gather(draw_template(candidates[index], self._generator)) if candidates is not None else None
+        return {"loss": restoration_loss(features, self.net(features, template))}
 
-        optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, betas=cfg.adam_betas)
-        result = train_fit(self.net, loss_fn, self._index_loader(len(bank)), optimizer, cfg.epochs, self.device,
-                           show_progress=cfg.progress, desc="thfr", seed=cfg.seed, generators=(generator,))
-        self.history = list(result.losses)
-        self.net.eval()
-        self.bank = bank.subsample(cfg.bank_ratio, cfg.projection_dim, cfg.seed)
-        return self
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, None]:
+        return torch.optim.Adam(self.net.parameters(), lr=self.config.lr, betas=self.config.adam_betas), None
+
+    def train_loader(self, train: Sequence[Sample], anomalies: Sequence[Sample] | None):
+        """Indices into the bank: the backbone ran once in :meth:`on_fit_start`."""
+        return self._index_loader(len(self.bank))
+
+    @property
+    def generators(self) -> tuple[torch.Generator, ...]:
+        return (self._generator,)
+
+    def on_fit_end(self, train: Sequence[Sample]) -> None:
+        """Subsample the bank for inference (``bank_ratio``)."""
+        cfg = self.config
+        self.bank = self.bank.subsample(cfg.bank_ratio, cfg.projection_dim, cfg.seed)
 
     def fit_visualizer(self, train: Sequence[Sample], epochs: int | None = None) -> THFR:
         """Train the :class:`FeatureVisualizer` with MSE (supp. §1.1) to turn pre-trained features of
@@ -591,10 +603,9 @@ class THFR(AnomalyMethod):
             return F.mse_loss(self.visualizer([f[index] for f in features]).float(), images[index])
 
         optimizer = torch.optim.Adam(self.visualizer.parameters(), lr=cfg.vis_lr)
-        result = train_fit(self.visualizer, loss_fn, self._index_loader(len(images)), optimizer,
-                           cfg.vis_epochs if epochs is None else epochs, self.device,
-                           show_progress=cfg.progress, desc="thfr visualizer", seed=cfg.seed)
-        self.vis_history = list(result.losses)
+        self.visualizer_result = train_fit(self.visualizer, loss_fn, self._index_loader(len(images)), optimizer,
+                                           cfg.vis_epochs if epochs is None else epochs, self.device,
+                                           show_progress=cfg.progress, desc="thfr visualizer", seed=cfg.seed)
         self.visualizer.eval()
         return self
 
@@ -652,7 +663,8 @@ class THFR(AnomalyMethod):
     def state_dict(self) -> dict[str, Any]:
         bank = self._require_bank()
         state: dict[str, Any] = {"net": self.net.state_dict(), "bank_features": [f.cpu() for f in bank.features],
-                                 "bank_paths": list(bank.paths), "vis_history": list(self.vis_history)}
+                                 "bank_paths": list(bank.paths),
+                                 "visualizer_result": asdict(self.visualizer_result)}
         if self.visualizer is not None:
             state["visualizer"] = self.visualizer.state_dict()
         return state
@@ -661,7 +673,7 @@ class THFR(AnomalyMethod):
         self.net.load_state_dict(state["net"])
         self.net.eval()
         self.bank = TemplateBank([f.to(self.device) for f in state["bank_features"]], list(state["bank_paths"]))
-        self.vis_history = list(state.get("vis_history", []))
+        self.visualizer_result = TrainResult(**state.get("visualizer_result", {}))
         self.visualizer = None
         if "visualizer" in state:
             self.visualizer = self._new_visualizer()
