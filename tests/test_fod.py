@@ -256,3 +256,32 @@ def test_bench_smoke(synth_root):
     for key in ("image_auroc", "pixel_auroc", "aupro", "fit_s", "ms_per_image"):
         assert key in row and not math.isnan(row[key])
     assert row["pixel_auroc"] > 0.5
+
+
+def test_routing_runs_the_tested_divergence_and_entropy(monkeypatch):
+    """routed_terms calls symmetric_kl and row_entropy (the functions the exercises check), so a change
+    to either changes what training optimises."""
+    from nbhelpers.methods import fod as fod_module
+
+    a = torch.softmax(torch.randn(2, 3, 5, 7), -1)
+    t = torch.softmax(torch.randn(2, 3, 5, 7), -1)
+    with torch.no_grad():
+        plain = fod_module.routed_terms(a, t)
+    assert torch.allclose(plain["div_attn"], fod_module.symmetric_kl(t, a).mean(1))
+    assert torch.allclose(plain["entropy"], fod_module.row_entropy(a).mean(1))
+    monkeypatch.setattr(fod_module, "symmetric_kl", lambda p, q, *args: torch.zeros(p.shape[:-1]))
+    monkeypatch.setattr(fod_module, "row_entropy", lambda p, *args: torch.ones(p.shape[:-1]))
+    swapped = fod_module.routed_terms(a.requires_grad_(), t)
+    assert float(swapped["div_attn"].abs().max()) == 0 and float(swapped["div_sigma"].abs().max()) == 0
+    assert torch.equal(swapped["entropy"], torch.ones(2, 5))
+
+
+def test_patch_anomaly_score_is_eq_12_and_its_ablations():
+    from nbhelpers.methods.fod import patch_anomaly_score
+
+    rec, weight = torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[0.0, 0.5, 1.0]])
+    assert patch_anomaly_score(rec, weight).tolist() == [[0.0, 1.0, 3.0]]
+    assert patch_anomaly_score(rec, weight, "rec").tolist() == rec.tolist()
+    assert patch_anomaly_score(rec, weight, "div").tolist() == weight.tolist()
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        patch_anomaly_score(rec, weight, "max")

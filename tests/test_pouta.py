@@ -11,7 +11,7 @@ from nbhelpers.methods import available, create, get_config
 from nbhelpers.methods.base import PRESET_NAMES, AnomalyResult
 from nbhelpers.methods.pouta import (
     LEVELS, Config, FeatureContrast, POUTANet, PredictionHead, ReconstructiveNetwork, SemanticGuidance, count_flops,
-    grad_cam, image_score, mss_loss, reconstruction_loss, segmentation_loss)
+    grad_cam, image_score, mss_loss, image_reconstruction_loss, segmentation_loss)
 from nbhelpers.train import CheckpointError
 
 TINY = dict(device="cpu", base_width=4, unet_base_width=2, epochs=1, samples_per_epoch=4, batch_size=4)
@@ -146,9 +146,9 @@ def test_focal_plus_l1_equals_hand_computed_value():
 
 def test_reconstruction_loss_zero_for_identical_images():
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    assert float(reconstruction_loss(x, x)) == pytest.approx(0.0, abs=1e-5)
+    assert float(image_reconstruction_loss(x, x)) == pytest.approx(0.0, abs=1e-5)
     y = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
-    assert float(reconstruction_loss(y, x)) > float(F.mse_loss(y, x)) > 0  # the SSIM term adds to the MSE
+    assert float(image_reconstruction_loss(y, x)) > float(F.mse_loss(y, x)) > 0  # the SSIM term adds to the MSE
 
 
 def test_image_score_matches_brute_force():

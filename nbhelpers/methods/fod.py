@@ -168,24 +168,29 @@ def rbf_target(sigma: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=-1)
 
 
-def symmetric_kl(p: torch.Tensor, q: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+def symmetric_kl(p: torch.Tensor, q: torch.Tensor, eps: float = EPS, log_p: torch.Tensor | None = None,
+                 log_q: torch.Tensor | None = None) -> torch.Tensor:
     """Row-wise symmetric KL divergence ``KL(p||q) + KL(q||p)``, the summand of Eq. 6.
 
     ``sum_j (p_j - q_j)(log(p_j + eps) - log(q_j + eps))``, which equals the two KL sums of the official
     code term by term. ``float[..., M] x float[..., M] -> float[...]`` (last axis = one distribution).
+    ``log_p`` / ``log_q``: ``log(p + eps)`` / ``log(q + eps)`` when the caller has them already (the
+    ``N x M`` logarithms dominate the cost of :func:`routed_terms`).
     """
     p, q = p.float(), q.float()
-    return ((p - q) * (torch.log(p + eps) - torch.log(q + eps))).sum(-1)
+    log_p = torch.log(p + eps) if log_p is None else log_p
+    log_q = torch.log(q + eps) if log_q is None else log_q
+    return ((p - q) * (log_p - log_q)).sum(-1)
 
 
-def row_entropy(p: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+def row_entropy(p: torch.Tensor, eps: float = EPS, log_p: torch.Tensor | None = None) -> torch.Tensor:
     """Entropy of each row ``-sum_j p_j log(p_j + eps)``, the summand of Eq. 7. ``float[..., M] -> float[...]``.
 
     Eq. 7 sums over the rows; the losses here average over rows instead, so ``lambda2`` does not
-    depend on the number of patches (as in the official code).
+    depend on the number of patches (as in the official code). ``log_p``: as in :func:`symmetric_kl`.
     """
     p = p.float()
-    return -(p * torch.log(p + eps)).sum(-1)
+    return -(p * (torch.log(p + eps) if log_p is None else log_p)).sum(-1)
 
 
 def routed_terms(attention: torch.Tensor, target: torch.Tensor, eps: float = EPS) -> dict[str, torch.Tensor]:
@@ -199,18 +204,17 @@ def routed_terms(attention: torch.Tensor, target: torch.Tensor, eps: float = EPS
         ``{"div_attn": float[B,N]`` symKL(T.detach(), S) — its gradient reaches only the attention;
         ``"div_sigma": float[B,N]`` symKL(T, S.detach()) — its gradient reaches only sigma;
         ``"entropy": float[B,N]`` entropy of S (Eq. 7 summand)}``. Both divergences have the value of
-        :func:`symmetric_kl`; the logarithms are computed once and shared (the ``N x M`` maps dominate the
-        cost), and without autograd the divergence is computed once.
+        :func:`symmetric_kl` and the entropy is :func:`row_entropy`, sharing the logarithms (without
+        autograd the divergence is computed once).
     """
     s, t = attention.float(), target.float()
     log_s, log_t = torch.log(s + eps), torch.log(t + eps)
-    entropy = -(s * log_s).sum(-1).mean(1)
+    entropy = row_entropy(s, eps, log_s).mean(1)
     if not torch.is_grad_enabled():
-        div = ((t - s) * (log_t - log_s)).sum(-1).mean(1)
+        div = symmetric_kl(t, s, eps, log_t, log_s).mean(1)
         return {"div_attn": div, "div_sigma": div, "entropy": entropy}
-    div_attn = ((t.detach() - s) * (log_t.detach() - log_s)).sum(-1).mean(1)
-    div_sigma = ((t - s.detach()) * (log_t - log_s.detach())).sum(-1).mean(1)
-    return {"div_attn": div_attn, "div_sigma": div_sigma, "entropy": entropy}
+    return {"div_attn": symmetric_kl(t.detach(), s, eps, log_t.detach(), log_s).mean(1),
+            "div_sigma": symmetric_kl(t, s.detach(), eps, log_t, log_s.detach()).mean(1), "entropy": entropy}
 
 
 def reconstruction_discrepancy(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -220,7 +224,7 @@ def reconstruction_discrepancy(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Te
     return torch.linalg.vector_norm(x - x_hat, dim=-1) + 1 - F.cosine_similarity(x, x_hat, dim=-1)
 
 
-def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+def feature_reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """Eq. 3, averaged over patches and images: ``float[B,N,C] x float[B,N,C] -> float[]``."""
     return reconstruction_discrepancy(x, x_hat).mean()
 
@@ -262,6 +266,22 @@ def discrepancy_weight(div: torch.Tensor, larger_is_anomalous: bool = True) -> t
     """
     relative = torch.exp(div.float().amin(-1, keepdim=True) - div.float())  # p / max(p)
     return 1 - relative if larger_is_anomalous else relative
+
+
+def patch_anomaly_score(rec: torch.Tensor, weight: torch.Tensor, scoring: str = "rec_div") -> torch.Tensor:
+    """Eq. 12 per patch: the reconstruction discrepancy times the correlation weight.
+
+    ``rec``: :func:`reconstruction_discrepancy`, ``weight``: :func:`discrepancy_weight`, both
+    ``float[B, N]``. ``scoring="rec"`` / ``"div"`` keep one factor only (Table 4's ablation rows).
+    ``-> float[B, N]``.
+    """
+    if scoring == "rec_div":
+        return rec * weight
+    if scoring == "rec":
+        return rec
+    if scoring == "div":
+        return weight
+    raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}.")
 
 
 # ---------------------------------------------------------------------------------- modules
@@ -528,7 +548,7 @@ class FOD(AnomalyMethod):
         total = images.new_zeros(())
         for net, x in zip(self.net, self.features(images)):
             x_hat, terms = net(x)
-            rec = reconstruction_loss(x.flatten(2).transpose(1, 2), x_hat)
+            rec = feature_reconstruction_loss(x.flatten(2).transpose(1, 2), x_hat)
             total = total + rec
             logs["rec"] = logs["rec"] + rec.detach()
             for branch, loss_fn, lam2 in (("intra", intra_loss, l2), ("inter", inter_loss, cfg.lambda2)):
@@ -577,7 +597,7 @@ class FOD(AnomalyMethod):
                 branch = "inter" if "inter" in terms else "intra" if "intra" in terms else None
                 weight = (discrepancy_weight(terms[branch]["div_attn"], larger_is_anomalous=branch == "inter")
                           if branch else torch.ones_like(rec))
-                score = {"rec": rec, "div": weight, "rec_div": rec * weight}[cfg.scoring]
+                score = patch_anomaly_score(rec, weight, cfg.scoring)
                 level = {"rec": rec, "weight": weight, "patch_score": score}
                 for name, t in terms.items():
                     level[f"div_{name}"] = t["div_attn"]
@@ -607,5 +627,5 @@ class FOD(AnomalyMethod):
 
 __all__ = ["FOD", "Config", "CorrelationAttention", "FODLayer", "FODTransformer", "I2Correlation", "PatchEmbedding",
            "TargetCorrelation", "discrepancy_weight", "grid_positions", "inter_loss", "intra_loss", "rbf_target",
-           "reconstruction_discrepancy", "reconstruction_loss", "routed_terms", "row_entropy", "sigma_from_logits",
+           "reconstruction_discrepancy", "feature_reconstruction_loss", "patch_anomaly_score", "routed_terms", "row_entropy", "sigma_from_logits",
            "squared_axis_distances", "symmetric_kl"]

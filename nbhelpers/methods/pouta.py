@@ -37,6 +37,7 @@ from nbhelpers.data.anomalies import DraemDataset, TextureSource
 from nbhelpers.data.io import read_image
 from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import make_loader, resize_image
+from nbhelpers.layers import conv_bn_relu
 from nbhelpers.losses import focal_loss
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, SizeRule, register
 from nbhelpers.train import autocast, full_precision, to_device
@@ -106,16 +107,8 @@ class Config(MethodConfig):
 
 
 def conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    """DRAEM's block: two (3x3 conv, BatchNorm, ReLU). ``float[B,c_in,H,W] -> float[B,c_out,H,W]``."""
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
-
-
-def conv_bn_relu(c_in: int, c_out: int, kernel: int = 1) -> nn.Sequential:
-    """One (k x k conv, BatchNorm, ReLU) layer with 'same' padding."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=True))
+    """DRAEM's block: two (3x3 conv with bias, BatchNorm, ReLU). ``float[B,c_in,H,W] -> float[B,c_out,H,W]``."""
+    return nn.Sequential(*conv_bn_relu(c_in, c_out, 3, bias=True), *conv_bn_relu(c_out, c_out, 3, bias=True))
 
 
 def level_widths(base_width: int) -> tuple[int, ...]:
@@ -206,9 +199,9 @@ class FeatureContrast(nn.Module):
 
     def __init__(self, channels: int, width: int) -> None:
         super().__init__()
-        self.encoder_proj = conv_bn_relu(channels, width)
-        self.decoder_proj = conv_bn_relu(channels, width)
-        self.fuse = conv_bn_relu(2 * width, width)
+        self.encoder_proj = conv_bn_relu(channels, width, bias=True)
+        self.decoder_proj = conv_bn_relu(channels, width, bias=True)
+        self.fuse = conv_bn_relu(2 * width, width, bias=True)
 
     def forward(self, f_e: torch.Tensor, f_d: torch.Tensor) -> torch.Tensor:
         return self.fuse(torch.cat([self.encoder_proj(f_e), self.decoder_proj(f_d)], dim=1))
@@ -224,7 +217,7 @@ class SemanticGuidance(nn.Module):
 
     def __init__(self, deep_width: int, width: int) -> None:
         super().__init__()
-        self.guide = conv_bn_relu(deep_width, width, kernel=3)
+        self.guide = conv_bn_relu(deep_width, width, 3, bias=True)
         self.spatial = nn.Conv2d(width, 1, 1)
         self.channel = nn.Conv2d(width, width, 1)
 
@@ -262,7 +255,7 @@ class Aggregation(nn.Module):
 
     def __init__(self, widths: Sequence[int]) -> None:
         super().__init__()
-        self.mix = conv_bn_relu(sum(widths), widths[0])
+        self.mix = conv_bn_relu(sum(widths), widths[0], bias=True)
         self.out = nn.Conv2d(widths[0], 2, 1)
 
     def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -315,7 +308,7 @@ class UNet(nn.Module):
         w = [base_width * m for m in (1, 2, 4, 8, 8, 8)]
         chans = [in_channels, *w]
         self.down = nn.ModuleList(conv_block(chans[i], chans[i + 1]) for i in range(len(w)))
-        self.up = nn.ModuleList(conv_bn_relu(w[i + 1], w[i], kernel=3) for i in range(len(w) - 1))
+        self.up = nn.ModuleList(conv_bn_relu(w[i + 1], w[i], 3, bias=True) for i in range(len(w) - 1))
         self.merge = nn.ModuleList(conv_block(2 * w[i], w[i]) for i in range(len(w) - 1))
         self.out = nn.Conv2d(w[0], 2, 3, padding=1)
 
@@ -375,7 +368,7 @@ class POUTANet(nn.Module):
 # ------------------------------------------------------------------------------------------- losses
 
 
-def reconstruction_loss(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+def image_reconstruction_loss(reconstruction: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     """Eq. 1: ``L_rec = MSE(I_r, I_ori) + (1 - SSIM(I_r, I_ori))`` (SSIM from pytorch-msssim,
     Gaussian window 11, sigma 1.5, data range 1). ``float[B,3,H,W] x float[B,3,H,W] -> float[]``."""
     r, o = reconstruction.float(), original.float()
@@ -490,7 +483,7 @@ class POUTA(AnomalyMethod):
         cfg = self.config
         out = self.net(batch["augmented"], levels=True)
         mask = batch["mask"]
-        rec = reconstruction_loss(out["reconstruction"], batch["image"])
+        rec = image_reconstruction_loss(out["reconstruction"], batch["image"])
         pre = segmentation_loss(anomaly_probability(out["logits"]), mask, cfg.focal_gamma, cfg.focal_alpha)
         terms = {"rec": rec, "pre": pre}
         if "level_logits" in out:
@@ -573,5 +566,5 @@ __all__ = [
     "Aggregation", "CoarseToFineDiscriminator", "Config", "Decoder", "Encoder", "FeatureContrast", "MappingLayer",
     "POUTA", "POUTANet", "PredictionHead", "ReconstructiveNetwork", "SemanticGuidance", "UNet", "VanillaConfig",
     "VanillaDiscriminator", "VanillaPOUTA", "anomaly_probability", "complexity", "count_flops", "grad_cam", "image_score",
-    "mss_loss", "reconstruction_loss", "segmentation_loss",
+    "mss_loss", "image_reconstruction_loss", "segmentation_loss",
 ]

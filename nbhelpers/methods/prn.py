@@ -46,6 +46,7 @@ from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import make_loader, resize_image, union_mask
 from nbhelpers.distributed import computed_once
 from nbhelpers.errors import ConfigError, DatasetError
+from nbhelpers.layers import conv_bn_relu
 from nbhelpers.losses import focal_loss
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, SizeRule, register
 from nbhelpers.progress import progress
@@ -433,21 +434,15 @@ class MultiSizeSelfAttention(nn.Module):
 # ---------------------------------------------------------------------------------------- decoder
 
 
-def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3x3 convolution, batch norm, ReLU."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
-
-
 class UpBlock(nn.Module):
     """U-Net decoder step: bilinear up-sampling to the skip's size + conv, concatenation with the
     skip, two convs. ``(float[B,C_in,h,w], skip float[B,C_s,2h,2w]) -> float[B,C_out,2h,2w]``."""
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.up = conv_bn_relu(in_channels, out_channels)
-        self.fuse = nn.Sequential(conv_bn_relu(out_channels + skip_channels, out_channels),
-                                  conv_bn_relu(out_channels, out_channels))
+        self.up = conv_bn_relu(in_channels, out_channels, 3)
+        self.fuse = nn.Sequential(conv_bn_relu(out_channels + skip_channels, out_channels, 3),
+                                  conv_bn_relu(out_channels, out_channels, 3))
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False))
@@ -471,7 +466,7 @@ class Decoder(nn.Module):
         super().__init__()
         ins = [*widths[1:], bottleneck_channels]
         self.blocks = nn.ModuleList(UpBlock(i, s, w) for i, s, w in zip(ins, skip_channels, widths))
-        self.head = conv_bn_relu(widths[0], head_channels)
+        self.head = conv_bn_relu(widths[0], head_channels, 3)
         self.out = nn.Conv2d(head_channels, 1, 3, padding=1)
 
     def forward(self, bottleneck: torch.Tensor, skips: Sequence[torch.Tensor],

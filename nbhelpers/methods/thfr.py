@@ -48,6 +48,7 @@ from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import make_loader
 from nbhelpers.distributed import computed_once
 from nbhelpers.errors import ConfigError
+from nbhelpers.layers import conv_bn_relu, deconv_bn_relu
 from nbhelpers.losses import cosine_distance_map
 from nbhelpers.maps import max_score, smooth, upsample
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, SizeRule, register
@@ -144,18 +145,6 @@ def res_block(in_channels: int, out_channels: int, stride: int = 1) -> Bottlenec
     if stride != 1 or in_channels != out_channels:
         shortcut = nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
     return Bottleneck(in_channels, out_channels // Bottleneck.expansion, stride, shortcut)
-
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1) -> nn.Sequential:
-    """``Conv(k, s) -> BatchNorm -> ReLU`` (padding keeps the size for stride 1)."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
-
-
-def deconv_bn_relu(in_channels: int, out_channels: int, factor: int = 2) -> nn.Sequential:
-    """``ConvTranspose(k=f, s=f) -> BatchNorm -> ReLU``: exact ``f``-times upsampling."""
-    return nn.Sequential(nn.ConvTranspose2d(in_channels, out_channels, factor, factor, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 def _log2(ratio: float, what: str) -> int:
