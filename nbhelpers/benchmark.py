@@ -115,6 +115,54 @@ def evaluate_method(method: AnomalyMethod, split: Split, keep_predictions: bool 
     return out
 
 
+def timed_fit(model: AnomalyMethod, train: Sequence[Sample], val: Sequence[Sample] | None = None,
+              anomalies: Sequence[Sample] | None = None) -> float:
+    """``model.fit(train, val, anomalies)``; returns its wall-clock seconds (CUDA synchronised)."""
+    t0 = time.perf_counter()
+    model.fit(train, val or None, anomalies=anomalies or None)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    return time.perf_counter() - t0
+
+
+def _row(model: AnomalyMethod, split: Split, preset: str, fit_s: float, n_seen: int, keep_predictions: bool,
+         data_root: str | Path | None, cached: bool = False, n_train: int | None = None) -> dict[str, Any]:
+    """One result row: who, on what, how long, how big, and every metric of :func:`evaluate_method`."""
+    result = evaluate_method(model, split, keep_predictions=keep_predictions)
+    cfg = model.config
+    return {"method": model.name, "category": split.category, "layout": split.layout,
+            "dataset_tag": dataset_tag(data_root, split.category) if data_root is not None else "",
+            "preset": preset, "seed": cfg.seed, "device": str(model.device),
+            "n_train": len(split.train) if n_train is None else n_train, "n_seen_anomalies": n_seen,
+            "params_trainable": model.parameter_count()["trainable"], "fit_s": fit_s, "cached": cached,
+            "peak_mem_mb": peak_memory_mb(model.device), **result}
+
+
+def fit_evaluate(method: str | AnomalyMethod, split: Split, preset: str = "cpu", device: str = "auto", seed: int = 0,
+                 train: Sequence[Sample] | None = None, keep_predictions: bool = True,
+                 **overrides: Any) -> tuple[AnomalyMethod, dict[str, Any]]:
+    """Fit a method on a split already in memory and evaluate it exactly as :func:`run_benchmark` does.
+
+    Args:
+        method: a registry name (created with ``preset``, ``device``, ``seed`` and ``overrides``) or a
+            method instance (used as it is).
+        split: the category's records; a method with ``seen_anomalies`` gets them from its test part
+            (:func:`hold_out_anomalies`), and they are not evaluated.
+        train: the normal images to fit on (default ``split.train``; e.g. a few-shot subset).
+        keep_predictions: keep ``row["predictions"]`` (see :func:`evaluate_method`) for plots.
+
+    Returns:
+        ``(fitted model, result row)`` with the columns of :func:`run_benchmark`.
+    """
+    model = create(method, preset, device=device, seed=seed, **overrides) if isinstance(method, str) else method
+    seen, split = hold_out_anomalies(split, model.seen_anomalies, model.config.seed)
+    train = split.train if train is None else list(train)
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(model.device)
+    fit_s = timed_fit(model, train, split.val, seen)
+    return model, _row(model, split, preset, fit_s, len(seen), keep_predictions, None, n_train=len(train))
+
+
 def run_benchmark(method: str, data_root: str | Path, category: str, preset: str = "cpu", layout: str = "auto",
                   device: str = "auto", seed: int = 0, output: str | Path | None = None,
                   keep_predictions: bool = False, checkpoint_dir: str | Path | None = None,
@@ -128,9 +176,8 @@ def run_benchmark(method: str, data_root: str | Path, category: str, preset: str
     ``ms_per_image``, ``peak_mem_mb``, ``n_train``, ``n_test``, ``device``, ``seed``, ``preset``. With
     ``output`` the row is also written there as JSON. With ``checkpoint_dir`` the fitted method is
     saved there and a later call with the same method, category, preset, seed, overrides and SynthAD
-    version (:func:`run_key`) loads it
-    instead of training again (``cached=True``, ``fit_s`` of the original fit); ``refit`` trains
-    anyway and replaces the cached checkpoint.
+    version (:func:`run_key`) loads it instead of training again (``cached=True``, ``fit_s`` of the
+    original fit); ``refit`` trains anyway and replaces the cached checkpoint.
     """
     split = load_split(data_root, category, layout=layout)
     model = create(method, preset, device=device, seed=seed, **overrides)
@@ -147,20 +194,11 @@ def run_benchmark(method: str, data_root: str | Path, category: str, preset: str
         model.load(ckpt)
         fit_s = float(json.loads(ckpt.with_suffix(".json").read_text())["fit_s"])
     else:
-        t0 = time.perf_counter()
-        model.fit(split.train, split.val or None, anomalies=seen or None)
-        if model.device.type == "cuda":
-            torch.cuda.synchronize(model.device)
-        fit_s = time.perf_counter() - t0
+        fit_s = timed_fit(model, split.train, split.val, seen)
         if ckpt is not None:
             model.save(ckpt)
             ckpt.with_suffix(".json").write_text(json.dumps({"fit_s": fit_s}))
-    result = evaluate_method(model, split, keep_predictions=keep_predictions)
-    row = {"method": method, "category": category, "layout": split.layout, "dataset_tag": dataset_tag(data_root, category),
-           "preset": preset, "seed": seed,
-           "device": str(model.device), "n_train": len(split.train), "n_seen_anomalies": len(seen),
-           "params_trainable": model.parameter_count()["trainable"], "fit_s": fit_s, "cached": cached,
-           "peak_mem_mb": peak_memory_mb(model.device), **result}
+    row = _row(model, split, preset, fit_s, len(seen), keep_predictions, data_root, cached=cached)
     if output is not None:
         path = Path(output)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,11 +239,7 @@ def throughput(method: str, data_root: str | Path, category: str, preset: str = 
     split = load_split(data_root, category, layout=layout)
     model = create(method, preset, device=device, seed=seed, **overrides)
     seen, split = hold_out_anomalies(split, model.seen_anomalies, seed)
-    t0 = time.perf_counter()
-    model.fit(split.train, split.val or None, anomalies=seen or None)
-    if model.device.type == "cuda":
-        torch.cuda.synchronize(model.device)
-    fit_s = time.perf_counter() - t0
+    fit_s = timed_fit(model, split.train, split.val, seen)
     train_images_per_s = len(split.train) * max(model.config.epochs, 1) / fit_s
     rows = []
     for bs in batch_sizes:

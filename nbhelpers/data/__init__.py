@@ -1,7 +1,11 @@
 """Data: records, layout readers, the SynthAD benchmark, synthetic anomalies, torch datasets."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+KINDS = ("texture", "object", "structural", "logical")
 
 
 def prepare_data(data_root: str | Path, category: str = "", preset: str = "cpu", seed: int = 0,
@@ -30,3 +34,34 @@ def prepare_data(data_root: str | Path, category: str = "", preset: str = "cpu",
     if missing:
         raise DatasetError(f"{root}: no category {missing}; available: {available}.")
     return wanted
+
+
+def demo_categories(data_root: str | Path, splits: Mapping[str, Any],
+                    prefer: Mapping[str, Sequence[str]] | None = None) -> dict[str, str | None]:
+    """The categories a notebook demonstrates on, one per kind of :data:`KINDS`.
+
+    ``structural``: a category outside the MVTec LOCO layout whose anomalies have masks; ``logical``:
+    an MVTec LOCO-layout category; ``texture`` / ``object``: SynthAD's kinds from its manifest (a real
+    dataset has no such labels: ``None``). For each kind the first name of ``prefer[kind]`` among
+    them, else the first of them (sorted as ``splits``), else ``None``.
+
+    Args:
+        data_root: the dataset root (read for SynthAD's manifest only).
+        splits: category -> :class:`~nbhelpers.data.records.Split` of the notebook.
+        prefer: kind -> preferred category names, in order.
+    """
+    from nbhelpers.data import synth
+    from nbhelpers.errors import DatasetError
+
+    try:
+        manifest = synth.load_manifest(data_root)
+    except DatasetError:  # not SynthAD: no texture / object labels
+        manifest = {}
+    kind_of = {c: e.get("kind") for c, e in manifest.get("categories", {}).items() if isinstance(e, dict)}
+    structural = [c for c, s in splits.items() if not s.is_logical and s.has_masks]
+    members = {"structural": structural, "logical": [c for c, s in splits.items() if s.is_logical],
+               "texture": [c for c in structural if kind_of.get(c) == "texture"],
+               "object": [c for c in structural if kind_of.get(c) == "object"]}
+    prefer = prefer or {}
+    return {kind: next((c for c in prefer.get(kind, ()) if c in members[kind]), members[kind][0] if members[kind] else None)
+            for kind in KINDS}

@@ -1,0 +1,38 @@
+"""fit_evaluate (a split in memory) and run_benchmark (a dataset on disk) give the same row; the demo picker."""
+from __future__ import annotations
+
+import pytest
+
+from nbhelpers.benchmark import fit_evaluate, run_benchmark
+from nbhelpers.data import demo_categories
+from nbhelpers.data.layouts import load_split
+from nbhelpers.methods import create
+
+
+def test_fit_evaluate_equals_run_benchmark(synth_root):
+    row = run_benchmark("baseline", synth_root, "nuts", preset="smoke", device="cpu")
+    model, again = fit_evaluate("baseline", load_split(synth_root, "nuts"), "smoke", "cpu", 0)
+    assert "predictions" in again and again.pop("predictions")["scores"].shape[0] == row["n_test"]
+    for key in ("method", "category", "layout", "preset", "seed", "n_train", "n_test", "image_auroc",
+                "image_auroc_logical", "auspro_structural", "params_trainable"):
+        assert again[key] == row[key], key
+    few = fit_evaluate(create("baseline", "smoke", device="cpu"), load_split(synth_root, "grass"), "smoke",
+                       train=load_split(synth_root, "grass").train[:3], keep_predictions=False)[1]
+    assert few["n_train"] == 3 and "predictions" not in few
+
+
+def test_fit_evaluate_holds_out_seen_anomalies(synth_root):
+    split = load_split(synth_root, "brick")
+    model, row = fit_evaluate("prn", split, "smoke", "cpu", 0, epochs=1, keep_predictions=False)
+    assert row["n_seen_anomalies"] == model.seen_anomalies > 0
+    assert row["n_test"] == len(split.test) - model.seen_anomalies
+
+
+def test_demo_categories(synth_root, tmp_path):
+    splits = {c: load_split(synth_root, c) for c in ("brick", "capsule", "screw", "kit", "nuts")}
+    picks = demo_categories(synth_root, splits, prefer={"object": ["screw"], "logical": ["nuts"]})
+    assert picks == {"texture": "brick", "object": "screw", "structural": "brick", "logical": "nuts"}
+    assert demo_categories(synth_root, splits)["object"] == "capsule"
+    plain = demo_categories(tmp_path, splits)  # not SynthAD: no texture / object labels
+    assert plain["texture"] is None and plain["object"] is None and plain["structural"] == "brick"
+    assert demo_categories(synth_root, {})["logical"] is None
