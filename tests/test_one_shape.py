@@ -29,6 +29,17 @@ def test_every_preset_resolves_to_the_reference_config():
 
 
 @pytest.mark.parametrize("name", ["baseline", "thfr", "pouta", "pouta_vanilla", "prn", "fod"])
+def test_one_source_of_defaults(name):
+    """The dataclass defaults are the cpu preset; presets hold only their differences from it."""
+    cls = get(name).config_class
+    assert cls() == cls.from_preset("cpu") and cls.PRESETS["cpu"] == {}
+    defaults = cls().to_dict()
+    for preset in ("smoke", "paper"):
+        assert all(defaults[k] != (list(v) if isinstance(v, tuple) else v) and defaults[k] != v
+                   for k, v in cls.PRESETS[preset].items()), preset
+
+
+@pytest.mark.parametrize("name", ["baseline", "thfr", "pouta", "pouta_vanilla", "prn", "fod"])
 def test_methods_declare_steps_and_inherit_the_training_loop(name):
     cls = get(name)
     assert cls.fit is AnomalyMethod.fit, f"{name} must not write its own training loop"

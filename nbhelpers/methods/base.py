@@ -42,6 +42,10 @@ PRESET_NAMES = ("smoke", "cpu", "paper")
 class MethodConfig:
     """Settings shared by every method; method modules subclass it and fill ``PRESETS``.
 
+    One source of defaults: a method's dataclass defaults *are* its ``cpu`` preset (the teaching
+    default), and ``PRESETS`` lists only how ``smoke`` (CI) and ``paper`` (the paper's settings, for a
+    GPU) differ from them, so ``Config()`` equals ``Config.from_preset("cpu")``.
+
     Attributes:
         backbone, layers, weights: the pre-trained feature extractor (see ``nbhelpers.backbones``).
         image_size: square input side in pixels. batch_size, epochs, lr: training.

@@ -41,11 +41,10 @@ class Config(MethodConfig):
     chunk: int = 4096
     epochs: int = 0
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "smoke": dict(image_size=64, layers=(2, 3), batch_size=8, coreset_ratio=0.5, progress=False),
-        "cpu": dict(image_size=256, layers=(2, 3), batch_size=8, coreset_ratio=0.1),
-        "paper": dict(backbone="wide_resnet50_2", weights="timm", layers=(2, 3), image_size=224,
-                      batch_size=32, coreset_ratio=0.01),
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
+        "smoke": dict(image_size=64, progress=False, coreset_ratio=0.5),
+        "cpu": dict(),
+        "paper": dict(backbone="wide_resnet50_2", weights="timm", image_size=224, batch_size=32, coreset_ratio=0.01),
     }
 
 

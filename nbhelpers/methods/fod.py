@@ -83,6 +83,11 @@ class Config(MethodConfig):
         grad_clip: gradient-norm clip of the training loop (``None``: off).
     """
 
+    # 128 px: 16x16 + 8x8 patches; at 256 px the stride-8 level has 1024 patches and its N x N
+    # correlation maps cost 16 times as much (minutes per epoch on 2 CPU cores)
+    image_size: int = 128
+    batch_size: int = 4
+    epochs: int = 15
     layers: tuple[int, ...] = (2, 3)
     d_model: tuple[int, ...] = (64, 64)
     heads: int = 4
@@ -100,15 +105,11 @@ class Config(MethodConfig):
     sigma: float = 4.0
     grad_clip: float | None = None
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "smoke": dict(image_size=64, layers=(2, 3), d_model=(32, 32), heads=2, n_layers=2, batch_size=4,
-                      epochs=2, lr=1e-3, sigma=1.0, progress=False),
-        # 128 px: 16x16 + 8x8 patches; at 256 px the stride-8 level has 1024 patches and its N x N
-        # correlation maps cost 16 times as much (minutes per epoch on 2 CPU cores)
-        "cpu": dict(image_size=128, layers=(2, 3), d_model=(64, 64), heads=4, n_layers=3, batch_size=4,
-                    epochs=15, lr=1e-3),
-        "paper": dict(backbone="efficientnet_b6", weights="timm", layers=(2, 3), image_size=256,
-                      d_model=(256, 512), heads=8, n_layers=3, batch_size=1, epochs=100, lr=1e-4),
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
+        "smoke": dict(image_size=64, epochs=2, progress=False, d_model=(32, 32), heads=2, n_layers=2, sigma=1.0),
+        "cpu": dict(),
+        "paper": dict(backbone="efficientnet_b6", weights="timm", image_size=256, batch_size=1, epochs=100, lr=0.0001,
+                      d_model=(256, 512), heads=8),
     }
 
     def __post_init__(self) -> None:

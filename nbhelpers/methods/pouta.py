@@ -71,6 +71,8 @@ class Config(MethodConfig):
             of ``epochs`` (paper: x0.2 at 80 % and 90 %).
     """
 
+    image_size: int = 128
+    epochs: int = 20
     backbone: str = "none"
     weights: str | None = None
     layers: tuple[int, ...] = ()
@@ -83,23 +85,21 @@ class Config(MethodConfig):
     mss_weights: tuple[float, ...] = (0.4, 0.3, 0.2, 0.1)
     focal_gamma: float = 2.0
     focal_alpha: float | None = None
-    score_pool: int = 21
+    score_pool: int = 11
     anomaly_prob: float = 0.5
     beta_range: tuple[float, float] = (0.0, 0.8)
     rotate_prob: float = 0.0
     n_augment: int = 3
     texture_root: str | None = None
-    samples_per_epoch: int = 0
+    samples_per_epoch: int = 64
     lr_milestones: tuple[float, ...] = (0.8, 0.9)
     lr_gamma: float = 0.2
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "smoke": dict(image_size=64, base_width=8, unet_base_width=4, batch_size=4, epochs=2, lr=1e-3,
-                      samples_per_epoch=8, score_pool=7, progress=False),
-        "cpu": dict(image_size=128, base_width=8, unet_base_width=4, batch_size=8, epochs=20, lr=1e-3,
-                    samples_per_epoch=64, score_pool=11),
-        "paper": dict(image_size=224, base_width=128, unet_base_width=64, batch_size=8, epochs=600, lr=2e-4,
-                      score_pool=21),
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
+        "smoke": dict(image_size=64, batch_size=4, epochs=2, progress=False, score_pool=7, samples_per_epoch=8),
+        "cpu": dict(),
+        "paper": dict(image_size=224, epochs=600, lr=0.0002, base_width=128, unet_base_width=64, score_pool=21,
+                      samples_per_epoch=0),
     }
 
 

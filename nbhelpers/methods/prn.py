@@ -86,18 +86,19 @@ class Config(MethodConfig):
     replaces the paper's 700 epochs. ``smoke`` = 64 px, 2 epochs (CI).
     """
 
+    image_size: int = 128
     layers: tuple[int, ...] = (1, 2, 3)
     bottleneck_layer: int = 4
     prototype_ratio: float = 0.1
-    kmeans_iters: int = 300
-    msa_depth: int = 3
+    kmeans_iters: int = 100
+    msa_depth: int = 1
     patch_divisors: tuple[int, ...] = (1, 2, 4, 8)
     use_prototypes: bool = True
     use_msa: bool = True
     use_fusion: bool = True
-    seen_anomalies: int = 10
-    lr: float = 1e-4
-    weight_decay: float = 1e-2
+    seen_anomalies: int = 5
+    lr: float = 0.001
+    weight_decay: float = 0.0001
     focal_alpha: float = 0.5
     focal_gamma: float = 4.0
     focal_weight: float = 5.0
@@ -105,17 +106,14 @@ class Config(MethodConfig):
     hoa_prob: float = 0.5
     target_areas: bool = True
     textures: str | None = None
-    epochs: int = 700
-    batch_size: int = 64
+    epochs: int = 10
+    batch_size: int = 16
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "smoke": dict(image_size=64, epochs=2, batch_size=8, lr=1e-3, weight_decay=1e-4, msa_depth=1,
-                      kmeans_iters=20, seen_anomalies=2, progress=False),
-        "cpu": dict(image_size=128, epochs=10, batch_size=16, lr=1e-3, weight_decay=1e-4, msa_depth=1,
-                    kmeans_iters=100, seen_anomalies=5),
-        "paper": dict(backbone="resnet18", weights="timm", layers=(1, 2, 3), bottleneck_layer=4, image_size=256,
-                      epochs=700, batch_size=64, lr=1e-4, weight_decay=1e-2, msa_depth=3, kmeans_iters=300,
-                      seen_anomalies=10),
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
+        "smoke": dict(image_size=64, batch_size=8, epochs=2, progress=False, kmeans_iters=20, seen_anomalies=2),
+        "cpu": dict(),
+        "paper": dict(backbone="resnet18", weights="timm", image_size=256, batch_size=64, epochs=700, lr=0.0001,
+                      kmeans_iters=300, msa_depth=3, seen_anomalies=10, weight_decay=0.01),
     }
 
 

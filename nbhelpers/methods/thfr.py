@@ -93,7 +93,7 @@ class Config(MethodConfig):
     layers: tuple[int, ...] = (1, 2, 3)
     lr: float = 0.005
     epochs: int = 20
-    n_candidates: int = 1
+    n_candidates: int = 3
     bank_ratio: float = 1.0
     projection_dim: int = 128
     sigma: float = 4.0
@@ -102,7 +102,7 @@ class Config(MethodConfig):
     lbn_blocks: int = 3
     fusion_blocks: int = 2
     decoder_blocks: int = 1
-    decoder_min_width: int = 0
+    decoder_min_width: int = 64
     use_global: bool = True
     use_local: bool = True
     use_template: bool = True
@@ -112,14 +112,12 @@ class Config(MethodConfig):
     vis_lr: float = 2e-3
     vis_width: int = 64
 
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "smoke": dict(image_size=64, batch_size=4, epochs=2, n_candidates=2, relation_dim=8, lbn_blocks=1,
-                      fusion_blocks=1, decoder_min_width=16, vis_epochs=2, vis_width=16, progress=False),
-        "cpu": dict(image_size=256, batch_size=8, epochs=20, n_candidates=3, sigma=4.0, decoder_min_width=64,
-                    vis_epochs=10),
-        "paper": dict(backbone="wide_resnet50_2", weights="timm", layers=(1, 2, 3), image_size=256, batch_size=16,
-                      epochs=200, lr=0.005, n_candidates=1, sigma=2.0, relation_dim=256, decoder_blocks=3,
-                      vis_epochs=100),
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
+        "smoke": dict(image_size=64, batch_size=4, epochs=2, progress=False, n_candidates=2, relation_dim=8,
+                      lbn_blocks=1, fusion_blocks=1, decoder_min_width=16, vis_epochs=2, vis_width=16),
+        "cpu": dict(),
+        "paper": dict(backbone="wide_resnet50_2", weights="timm", batch_size=16, epochs=200, n_candidates=1,
+                      sigma=2.0, relation_dim=256, decoder_blocks=3, decoder_min_width=0, vis_epochs=100),
     }
 
     def __post_init__(self) -> None:
