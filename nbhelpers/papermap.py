@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,36 +25,27 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Paper:
-    """A paper and where it is implemented.
-
-    Attributes:
-        title: as cited in the notebooks.
-        module: the method module; the docstrings of all its public objects are scanned.
-        shared: modules shared with other papers (e.g. ``nbhelpers.data.anomalies``); only objects whose
-            docstring names the paper (``tag`` as a word) are scanned there.
-        tag: the paper's short name.
-    """
-
-    title: str
-    module: str
-    tag: str
-    shared: tuple[str, ...] = ()
+from nbhelpers.methods.base import Paper
 
 
-#: Paper key -> :class:`Paper`.
-PAPERS: dict[str, Paper] = {
-    "thfr": Paper("Guo et al., Template-guided Hierarchical Feature Restoration for Anomaly Detection, ICCV 2023",
-                  "nbhelpers.methods.thfr", "THFR"),
-    "pouta": Paper("Wang et al., Produce Once, Utilize Twice for Anomaly Detection, 2023", "nbhelpers.methods.pouta",
-                   "POUTA"),
-    "prn": Paper("Zhang et al., Prototypical Residual Networks for Anomaly Detection and Localization, CVPR 2023",
-                 "nbhelpers.methods.prn", "PRN", shared=("nbhelpers.data.anomalies",)),
-    "fod": Paper("Yao et al., Focus the Discrepancy: Intra- and Inter-Correlation Learning for Image Anomaly "
-                 "Detection, ICCV 2023", "nbhelpers.methods.fod", "FOD"),
-}
+def papers() -> dict[str, tuple[Paper, str]]:
+    """Paper key -> ``(Paper, module)`` for every registered method class that declares ``paper``
+    (the key is the method's registry name; a subclass that inherits its parent's paper, such as
+    ``pouta_vanilla``, is not a paper of its own). Nothing else lists the papers."""
+    from nbhelpers.methods.base import _REGISTRY, available
+
+    available()
+    return {name: (cls.paper, cls.__module__) for name, cls in sorted(_REGISTRY.items()) if "paper" in vars(cls)
+            and cls.paper is not None}
+
+
+def _modules(module: str) -> list[str]:
+    """``module`` and, for a package, every module inside it."""
+    mod = importlib.import_module(module)
+    if not hasattr(mod, "__path__"):
+        return [module]
+    return [module, *(info.name for info in pkgutil.walk_packages(mod.__path__, f"{module}."))]
+
 
 #: The repository root (``nbhelpers/..``): paths of entries are relative to it.
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,23 +185,25 @@ def paper_map(paper: str, refs: Iterable[str] | None = None) -> list[MapEntry]:
     tables, sections, then the supplementary material) and then by source line.
 
     Args:
-        paper: a key of :data:`PAPERS` (``"thfr"``, ``"pouta"``, ``"prn"``, ``"fod"``).
+        paper: a key of :func:`papers` (``"thfr"``, ``"pouta"``, ``"prn"``, ``"fod"``).
         refs: keep only these references (e.g. ``["Eq. 1", "§3.2"]``); ``None`` keeps all.
 
     Raises:
         KeyError: unknown paper.
     """
-    if paper not in PAPERS:
-        raise KeyError(f"unknown paper {paper!r}; known: {sorted(PAPERS)}.")
-    spec = PAPERS[paper]
+    known = papers()
+    if paper not in known:
+        raise KeyError(f"unknown paper {paper!r}; known: {sorted(known)}.")
+    spec, home = known[paper]
+    own = _modules(home)
     wanted = None if refs is None else set(refs)
     tagged = re.compile(rf"\b{re.escape(spec.tag)}\b")
     entries = []
-    for name in (spec.module, *spec.shared):
+    for name in (*own, *spec.shared):
         module = importlib.import_module(name)
         for qualname, obj in _public_objects(module):
             doc = inspect.getdoc(obj) or ""
-            if name != spec.module and not tagged.search(doc):
+            if name not in own and not tagged.search(doc):
                 continue
             cited = [r for r in references(doc) if wanted is None or r in wanted]
             if cited:
@@ -228,8 +222,8 @@ def to_markdown(entries: Iterable[MapEntry], link_prefix: str = "../") -> str:
 
 def markdown_table(paper: str, refs: Iterable[str] | None = None, link_prefix: str = "../") -> str:
     """:func:`to_markdown` of :func:`paper_map`, headed by the paper's title."""
-    spec = PAPERS[paper]
-    modules = ", ".join(f"`{m}`" for m in (spec.module, *spec.shared))
+    spec, home = papers()[paper]
+    modules = ", ".join(f"`{m}`" for m in (home, *spec.shared))
     return f"**{spec.title}** → {modules}\n\n" + to_markdown(paper_map(paper, refs), link_prefix)
 
 
@@ -254,4 +248,4 @@ def verify(entries: Iterable[MapEntry]) -> list[str]:
     return problems
 
 
-__all__ = ["PAPERS", "MapEntry", "Paper", "markdown_table", "paper_map", "references", "to_markdown", "verify"]
+__all__ = ["MapEntry", "Paper", "papers", "markdown_table", "paper_map", "references", "to_markdown", "verify"]

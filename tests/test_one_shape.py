@@ -13,8 +13,11 @@ import torch
 from nbhelpers.cli import main
 from nbhelpers.maps import max_score, upsample
 from nbhelpers.methods import available, create, get, get_config
-from nbhelpers.methods.base import _REGISTRY, AnomalyMethod, AnomalyResult, MethodConfig, register
+from nbhelpers import papermap
+from nbhelpers.methods.base import _REGISTRY, AnomalyMethod, AnomalyResult, MethodConfig, Paper, register
 from nbhelpers.train import to_device
+
+from method_checks import check_resume_matches_uninterrupted, check_same_seed_same_scores, trained_methods
 
 REFERENCE = Path(__file__).parent / "data" / "method_configs_reference.json"
 
@@ -61,7 +64,10 @@ class TinyConfig(MethodConfig):
 
 
 class Tiny(AnomalyMethod):
+    """A tiny autoencoder: the squared reconstruction error is the anomaly map (Eq. 1 of its paper)."""
+
     name = "tiny_test_method"
+    paper = Paper("A tiny paper on reconstruction, 2026", "TINY")
     config_class = TinyConfig
     modules = ("net",)
 
@@ -74,6 +80,7 @@ class Tiny(AnomalyMethod):
         self.started += 1
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Eq. 2: the mean squared reconstruction error of the batch."""
         rec = (self.net(batch["image"]) - batch["image"]).pow(2).mean()
         return {"loss": rec, "rec": rec}
 
@@ -111,3 +118,12 @@ def test_a_fifth_method_runs_through_the_base_loop_and_bench(tiny, synth_root, t
                  "--preset", "smoke", "--out", str(tmp_path / "bench")])
     out = capsys.readouterr().out
     assert code == 0 and "2/2 runs ok" in out and "Image AUROC logical" in out
+
+
+def test_a_fifth_method_gets_a_paper_map_and_passes_the_reliability_checks(tiny, synth_root, tmp_path, monkeypatch):
+    assert tiny.name in papermap.papers() and tiny.name in trained_methods()
+    entries = papermap.paper_map(tiny.name)
+    assert {e.reference for e in entries} == {"Eq. 1", "Eq. 2"} and papermap.verify(entries) == []
+    assert entries[0].path == "tests/test_one_shape.py"
+    check_same_seed_same_scores(tiny.name, synth_root)
+    check_resume_matches_uninterrupted(tiny.name, synth_root, tmp_path, monkeypatch)

@@ -30,7 +30,7 @@ def test_references_are_normalised_and_ranges_expanded():
     assert references("no citation, e.g. a 3x3 conv") == []
 
 
-@pytest.mark.parametrize("paper", sorted(papermap.PAPERS))
+@pytest.mark.parametrize("paper", sorted(papermap.papers()))
 def test_every_entry_resolves_to_its_definition(paper):
     entries = paper_map(paper)
     assert entries and verify(entries) == []

@@ -19,7 +19,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from nbhelpers import train as train_module
 from nbhelpers.benchmark import format_table, run_benchmark
 from nbhelpers.cli import main
 from nbhelpers.data.io import read_image, read_mask
@@ -29,6 +28,8 @@ from nbhelpers.errors import ConfigError, DatasetError, DatasetWarning, DeviceMe
 from nbhelpers.methods import available, create
 from nbhelpers.methods.baseline import Baseline
 from nbhelpers.train import CheckpointError, TrainingError, fit, load_checkpoint
+
+from method_checks import check_resume_matches_uninterrupted, check_same_seed_same_scores, trained_methods
 
 S = 16  # side of the fixture images
 
@@ -244,47 +245,9 @@ def test_out_of_memory_during_prediction(synth_root, monkeypatch):
         model.predict_all(split.test)
 
 
-def _count_steps(monkeypatch, interrupt_at: int | None = None) -> dict[str, int]:
-    """Count the training steps of :func:`fit`; with ``interrupt_at`` raise KeyboardInterrupt (Ctrl-C)
-    instead of running that step."""
-    real, calls = train_module._step, {"n": 0}
-
-    def step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == interrupt_at:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "_step", step)
-    return calls
-
-
-@pytest.mark.parametrize("method", ["thfr", "fod", "pouta", "prn"])
+@pytest.mark.parametrize("method", trained_methods())
 def test_interrupted_and_resumed_fit_matches_an_uninterrupted_one(method, synth_root, tmp_path, monkeypatch):
-    split = load_split(synth_root, "brick")
-    seen = [s for s in split.test if s.label][:2]
-
-    def model():
-        return create(method, "smoke", device="cpu", epochs=3, seed=4)
-
-    steps = _count_steps(monkeypatch)
-    full = model()
-    full.fit_and_save(tmp_path / "full.pt", split.train, anomalies=seen)
-    expected = full.predict_all(split.test)
-    assert not (tmp_path / "full.train").exists()  # training checkpoints go once the model is saved
-
-    _count_steps(monkeypatch, interrupt_at=steps["n"] - 1)  # Ctrl-C in the last or second-last epoch
-    with pytest.raises(KeyboardInterrupt):
-        model().fit_and_save(tmp_path / "part.pt", split.train, anomalies=seen)
-    monkeypatch.undo()
-    (ckpt,) = (tmp_path / "part.train").iterdir()
-    assert load_checkpoint(ckpt)["epoch"] in (0, 1) and not (tmp_path / "part.pt").exists()
-
-    resumed = model()
-    resumed.fit_and_save(tmp_path / "part.pt", split.train, anomalies=seen, resume=True)
-    got = resumed.predict_all(split.test)
-    assert torch.equal(got["scores"], expected["scores"]) and torch.equal(got["maps"], expected["maps"])
-    assert resumed.train_result.losses == full.train_result.losses
+    check_resume_matches_uninterrupted(method, synth_root, tmp_path, monkeypatch)
 
 
 def test_sigterm_keeps_the_checkpoint_and_resume_continues(synth_root, tmp_path, capsys):
@@ -314,12 +277,7 @@ def test_sigterm_keeps_the_checkpoint_and_resume_continues(synth_root, tmp_path,
 # ------------------------------------------------------------------------------------ 4. reproducibility
 @pytest.mark.parametrize("method", available())
 def test_same_seed_same_scores_for_every_method(method, synth_root):
-    split = load_split(synth_root, "brick")
-    seen = [s for s in split.test if s.label][:2]
-    runs = [create(method, "smoke", device="cpu", seed=7).fit(split.train, anomalies=seen).predict_all(split.test)
-            for _ in range(2)]
-    assert torch.equal(runs[0]["scores"], runs[1]["scores"]) and torch.equal(runs[0]["maps"], runs[1]["maps"])
-    assert torch.isfinite(runs[0]["scores"]).all() and runs[0]["scores"].std() > 0
+    check_same_seed_same_scores(method, synth_root)
 
 
 # ------------------------------------------------------------------------------------------ 5. batch runs

@@ -138,6 +138,25 @@ class SizeRule:
                           f"set image_size to one of them (e.g. --set image_size={above}).")
 
 
+@dataclass(frozen=True)
+class Paper:
+    """The paper a method implements, declared on the method class (``paper = Paper(...)``).
+
+    Attributes:
+        title: as cited in the notebooks.
+        tag: the paper's short name (``"THFR"``).
+        shared: modules shared with other papers (e.g. ``nbhelpers.data.anomalies``) whose objects
+            belong to this paper's map when their docstring names ``tag`` as a word.
+
+    :mod:`nbhelpers.papermap` scans the docstrings of the class's module (a method package: all its
+    modules) for the equations, figures, tables and sections they cite.
+    """
+
+    title: str
+    tag: str
+    shared: tuple[str, ...] = ()
+
+
 @dataclass
 class AnomalyResult:
     """Output of ``predict`` for one batch.
@@ -176,6 +195,7 @@ class AnomalyMethod:
     """
 
     name: ClassVar[str] = "method"
+    paper: ClassVar[Paper | None] = None  # the paper implemented (its map is built from the docstrings)
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     modules: ClassVar[tuple[str, ...]] = ()
     size_rule: ClassVar[SizeRule] = SizeRule()

@@ -50,7 +50,7 @@ from nbhelpers.data.records import Sample
 from nbhelpers.distributed import computed_once
 from nbhelpers.errors import ConfigError
 from nbhelpers.maps import max_score, smooth, upsample
-from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, register
+from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, Paper, register
 from nbhelpers.progress import progress
 from nbhelpers.train import autocast, to_device
 
@@ -487,6 +487,8 @@ class FOD(AnomalyMethod):
     """
 
     name = "fod"
+    paper = Paper("Yao et al., Focus the Discrepancy: Intra- and Inter-Correlation Learning for Image Anomaly "
+                  "Detection, ICCV 2023", "FOD")
     config_class = Config
 
     def __init__(self, config: Config | None = None) -> None:

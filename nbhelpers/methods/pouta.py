@@ -39,7 +39,7 @@ from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import make_loader, resize_image
 from nbhelpers.layers import conv_bn_relu
 from nbhelpers.losses import focal_loss
-from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, SizeRule, register
+from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, Paper, SizeRule, register
 from nbhelpers.train import autocast, full_precision, to_device
 
 #: Number of feature levels of the reconstructive encoder / decoder (F_E1..F_E4, F_D4..F_D1).
@@ -453,6 +453,7 @@ class POUTA(AnomalyMethod):
     """POUTA: reuse the reconstructive encoder/decoder representations to locate anomalies."""
 
     name = "pouta"
+    paper = Paper("Wang et al., Produce Once, Utilize Twice for Anomaly Detection, 2023", "POUTA")
     config_class = Config
     modules = ("net",)
     size_rule = SizeRule(multiple=16, backbone=False, why="the reconstructive network halves the image 4 times")

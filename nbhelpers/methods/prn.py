@@ -48,7 +48,7 @@ from nbhelpers.distributed import computed_once
 from nbhelpers.errors import ConfigError, DatasetError
 from nbhelpers.layers import conv_bn_relu
 from nbhelpers.losses import focal_loss
-from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, SizeRule, register
+from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, Paper, SizeRule, register
 from nbhelpers.progress import progress
 from nbhelpers.train import autocast, full_precision, to_device
 
@@ -656,6 +656,8 @@ class PRN(AnomalyMethod):
     """Prototypical Residual Network (supervised with a few seen anomalies + generated ones)."""
 
     name = "prn"
+    paper = Paper("Zhang et al., Prototypical Residual Networks for Anomaly Detection and Localization, CVPR 2023",
+                  "PRN", shared=("nbhelpers.data.anomalies",))
     config_class = Config
     modules = ("net",)
     size_rule = MSASizeRule()

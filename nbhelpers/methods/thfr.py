@@ -51,7 +51,7 @@ from nbhelpers.errors import ConfigError
 from nbhelpers.layers import conv_bn_relu, deconv_bn_relu
 from nbhelpers.losses import cosine_distance_map
 from nbhelpers.maps import max_score, smooth, upsample
-from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, SizeRule, register
+from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, Paper, SizeRule, register
 from nbhelpers.progress import progress
 from nbhelpers.train import TrainResult, autocast, fit as train_fit, to_device
 
@@ -509,6 +509,8 @@ class THFR(AnomalyMethod):
     """
 
     name = "thfr"
+    paper = Paper("Guo et al., Template-guided Hierarchical Feature Restoration for Anomaly Detection, ICCV 2023",
+                  "THFR")
     config_class = Config
     size_rule = SizeRule(multiple=2, per_stride=True, power_of_two=True,
                          why="the global bottleneck deconvolves a 1 x 1 code to the grid image_size / "
