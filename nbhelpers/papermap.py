@@ -31,12 +31,18 @@ from nbhelpers.methods.base import Paper
 def papers() -> dict[str, tuple[Paper, str]]:
     """Paper key -> ``(Paper, module)`` for every registered method class that declares ``paper``
     (the key is the method's registry name; a subclass that inherits its parent's paper, such as
-    ``pouta_vanilla``, is not a paper of its own). Nothing else lists the papers."""
+    ``pouta_vanilla``, is not a paper of its own). The module is the method's package under
+    ``nbhelpers.methods`` (``nbhelpers.methods.thfr``), or the class's own module for a method defined
+    elsewhere. Nothing else lists the papers."""
     from nbhelpers.methods.base import _REGISTRY, available
 
     available()
-    return {name: (cls.paper, cls.__module__) for name, cls in sorted(_REGISTRY.items()) if "paper" in vars(cls)
-            and cls.paper is not None}
+    out = {}
+    for name, cls in sorted(_REGISTRY.items()):
+        if "paper" in vars(cls) and cls.paper is not None:
+            home = cls.__module__
+            out[name] = (cls.paper, ".".join(home.split(".")[:3]) if home.startswith("nbhelpers.methods.") else home)
+    return out
 
 
 def _modules(module: str) -> list[str]:
@@ -199,7 +205,7 @@ def paper_map(paper: str, refs: Iterable[str] | None = None) -> list[MapEntry]:
     wanted = None if refs is None else set(refs)
     tagged = re.compile(rf"\b{re.escape(spec.tag)}\b")
     entries = []
-    for name in (*own, *spec.shared):
+    for name in (*own, *(m for shared in spec.shared for m in _modules(shared))):
         module = importlib.import_module(name)
         for qualname, obj in _public_objects(module):
             doc = inspect.getdoc(obj) or ""

@@ -261,7 +261,7 @@ def test_bench_smoke(synth_root):
 def test_routing_runs_the_tested_divergence_and_entropy(monkeypatch):
     """routed_terms calls symmetric_kl and row_entropy (the functions the exercises check), so a change
     to either changes what training optimises."""
-    from nbhelpers.methods import fod as fod_module
+    from nbhelpers.methods.fod import correlation as fod_module
 
     a = torch.softmax(torch.randn(2, 3, 5, 7), -1)
     t = torch.softmax(torch.randn(2, 3, 5, 7), -1)

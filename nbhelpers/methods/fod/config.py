@@ -1,0 +1,85 @@
+"""FOD settings and presets."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from nbhelpers.errors import ConfigError
+from nbhelpers.methods.base import MethodConfig
+
+EPS = 1e-4  # inside the logarithms of the divergence and entropy (official code)
+
+
+REFERENCES = ("mean", "coreset")
+
+
+SCORINGS = ("rec", "div", "rec_div")
+
+
+@dataclass
+class Config(MethodConfig):
+    """FOD settings (the paper's §4.1 values in the ``paper`` preset).
+
+    Attributes:
+        d_model: hidden size ``d_m`` of the transformer of each level (one value per level).
+        heads: attention heads. n_layers: I2Correlation layers ``K``. ffn_ratio: feed-forward width / d_m.
+        lambda1, lambda2: weights of the divergence and entropy terms (Eq. 8, 10).
+        intra, inter: enable the intra- / inter-correlation branch (both off = patch-wise
+            reconstruction with a plain self-attention transformer, Table 4 row 1).
+        intra_entropy: use the entropy constraint in the intra branch (Table 4 "w/o" vs "w/").
+        reference: ``"mean"`` (position-wise mean of normal features, §3.4) or ``"coreset"``
+            (greedy k-center coreset of all normal patches, ``coreset_size`` entries per level,
+            each keeping the grid position it came from; ``coreset_size=0``: as many as patches).
+        residual: add ``X_{k-1}`` to the I2Correlation output as Eq. 1 is printed (default). In the
+            official code the two residuals cancel (``(x + Z_g) - (x + Z_e)``): ``False`` follows the
+            code — the patch's own features then reach the output only through the attention weights,
+            which learns far more slowly (measured in the closing note of issue 6).
+        scoring: ``"rec_div"`` (Eq. 12), ``"rec"`` (reconstruction only) or ``"div"`` (correlation
+            discrepancy only) — Table 4's "Anomaly Scoring" column.
+        sigma: Gaussian smoothing of the upsampled map (official: 4, at 256 px).
+        grad_clip: gradient-norm clip of the training loop (``None``: off).
+    """
+
+    # 128 px: 16x16 + 8x8 patches; at 256 px the stride-8 level has 1024 patches and its N x N
+    # correlation maps cost 16 times as much (minutes per epoch on 2 CPU cores)
+    image_size: int = 128
+    batch_size: int = 4
+    epochs: int = 15
+    layers: tuple[int, ...] = (2, 3)
+    d_model: tuple[int, ...] = (64, 64)
+    heads: int = 4
+    n_layers: int = 3
+    ffn_ratio: int = 4
+    lambda1: float = 0.5
+    lambda2: float = 0.5
+    intra: bool = True
+    inter: bool = True
+    intra_entropy: bool = True
+    reference: str = "mean"
+    coreset_size: int = 0
+    residual: bool = True
+    scoring: str = "rec_div"
+    sigma: float = 4.0
+    grad_clip: float | None = None
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
+        "smoke": dict(image_size=64, epochs=2, progress=False, d_model=(32, 32), heads=2, n_layers=2, sigma=1.0),
+        "cpu": dict(),
+        "paper": dict(backbone="efficientnet_b6", weights="timm", image_size=256, batch_size=1, epochs=100, lr=0.0001,
+                      d_model=(256, 512), heads=8),
+    }
+
+    def __post_init__(self) -> None:
+        self.d_model = tuple(int(d) for d in self.d_model)
+        if len(self.d_model) != len(self.layers):
+            raise ConfigError(f"FOD: d_model {self.d_model} needs one value per backbone level {self.layers}.")
+        bad = [d for d in self.d_model if d % self.heads or d % 4]
+        if bad:
+            raise ConfigError(f"FOD: d_model {bad} must be divisible by heads={self.heads} and by 4 "
+                              "(2-D sin/cos position code).")
+        if self.reference not in REFERENCES:
+            raise ConfigError(f"FOD: reference {self.reference!r}; valid: {REFERENCES}.")
+        if self.scoring not in SCORINGS:
+            raise ConfigError(f"FOD: scoring {self.scoring!r}; valid: {SCORINGS}.")
+        if self.scoring != "rec" and not (self.intra or self.inter):
+            raise ConfigError("FOD: scoring with 'div' needs the intra or inter branch (intra=True or inter=True).")

@@ -1,0 +1,83 @@
+"""THFR settings and presets."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from nbhelpers.errors import ConfigError
+from nbhelpers.methods.base import MethodConfig
+
+# MVTec AD settings of the paper (§4.1); the ``paper`` preset holds the MVTec LOCO ones.
+PAPER_MVTEC_AD = {"n_candidates": 6, "sigma": 4.0}
+
+
+@dataclass
+class Config(MethodConfig):
+    """THFR settings.
+
+    Attributes:
+        n_candidates: ``n`` of Eq. 1: training draws the template at random among the ``n`` nearest
+            other training images (paper: 1 on MVTec LOCO, 6 on MVTec AD); inference uses n = 1.
+        bank_ratio: fraction of the template bank kept for inference by greedy coreset selection on
+            the flattened deepest level (supp. §3.2, Table 6; 1.0 keeps every training image).
+        projection_dim: random-projection size used by the coreset selection.
+        sigma: Gaussian smoothing of the anomaly map (paper: 2 on LOCO, 4 on MVTec AD).
+        bottleneck_channels: channels ``C`` of both bottlenecks; 0 = ``2 C_K`` as in the paper.
+        relation_dim: channels of the theta / phi embeddings of Eq. 2.
+        lbn_blocks: ResBlocks of the local bottleneck (RD4AD: 3, the first with stride 2).
+        fusion_blocks: ResBlocks after the compensated branches are fused.
+        decoder_blocks: ResBlocks per decoder stage.
+        decoder_min_width: minimum channels of a decoder stage (0: the level's own channels, as RD4AD).
+        use_global, use_local: which bottleneck branches exist (Table 4: GBN, LBN, G-L bottleneck).
+        use_template, use_relation: template-guided compensation with / without the relation
+            feature (Table 5).
+        adam_betas: Adam betas (RD4AD's public code; the paper only gives the learning rate).
+        vis_epochs, vis_lr, vis_width: training of the feature visualisation network.
+
+    Presets: ``smoke`` (64 px, 2 epochs, narrow blocks: CI), ``cpu`` (offline EfficientNet-Lite0
+    levels 1-3 at strides 4/8/16, 256 px, 20 epochs on cached features, n = 3 as SynthAD mixes
+    MVTec AD- and LOCO-like categories) and ``paper`` (WideResNet-50 layers 1-3, 256 px, Adam lr
+    0.005, 200 epochs, batch 16, n = 1 and sigma 2 for MVTec LOCO — use ``**PAPER_MVTEC_AD`` as
+    overrides for MVTec AD). Not given by the paper and chosen here: ``relation_dim`` (C/8 as in
+    RGA), block counts (RD4AD's), ``vis_epochs``.
+    """
+
+    layers: tuple[int, ...] = (1, 2, 3)
+    lr: float = 0.005
+    epochs: int = 20
+    n_candidates: int = 3
+    bank_ratio: float = 1.0
+    projection_dim: int = 128
+    sigma: float = 4.0
+    bottleneck_channels: int = 0
+    relation_dim: int = 32
+    lbn_blocks: int = 3
+    fusion_blocks: int = 2
+    decoder_blocks: int = 1
+    decoder_min_width: int = 64
+    use_global: bool = True
+    use_local: bool = True
+    use_template: bool = True
+    use_relation: bool = True
+    adam_betas: tuple[float, float] = (0.5, 0.999)
+    vis_epochs: int = 10
+    vis_lr: float = 2e-3
+    vis_width: int = 64
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
+        "smoke": dict(image_size=64, batch_size=4, epochs=2, progress=False, n_candidates=2, relation_dim=8,
+                      lbn_blocks=1, fusion_blocks=1, decoder_min_width=16, vis_epochs=2, vis_width=16),
+        "cpu": dict(),
+        "paper": dict(backbone="wide_resnet50_2", weights="timm", batch_size=16, epochs=200, n_candidates=1,
+                      sigma=2.0, relation_dim=256, decoder_blocks=3, decoder_min_width=0, vis_epochs=100),
+    }
+
+    def __post_init__(self) -> None:
+        if not (self.use_global or self.use_local):
+            raise ConfigError("THFR needs at least one bottleneck: set use_global or use_local to True.")
+        if self.use_relation and not self.use_template:
+            raise ConfigError("use_relation=True needs use_template=True (the relation is between input and template).")
+        if self.n_candidates < 1 or not 0 < self.bank_ratio <= 1:
+            raise ConfigError(f"n_candidates must be >= 1 and bank_ratio in (0, 1]; got {self.n_candidates}, "
+                              f"{self.bank_ratio}.")
+        self.adam_betas = tuple(self.adam_betas)
