@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from nbhelpers.viz import _contour, _finish, _plt, _show, _style, _to_map, _to_mask, _resize, to_display
+from nbhelpers.viz.base import _contour, _finish, _plt, _resize, _show, _style, _to_map, _to_mask, to_display
 
 HEADLESS_ENV = "NBHELPERS_HEADLESS"
 

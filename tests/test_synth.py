@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from nbhelpers.data import synth
+from nbhelpers.data.synth import logical, writer
+from nbhelpers.data.synth.primitives import _f32
 from nbhelpers.data.synth import (CATEGORIES, SYNTH_PRESETS, category_plan, ensure, generate, load_manifest,
                                   render_sample)
 from nbhelpers.errors import ConfigError, DatasetError
@@ -211,7 +213,7 @@ def test_skip_when_exists_and_overwrite(tmp_path):
 
 def test_interrupted_run_leaves_no_half_category(tmp_path, monkeypatch):
     calls = {"n": 0}
-    save = synth._save_png
+    save = writer._save_png
 
     def failing(arr, path):
         calls["n"] += 1
@@ -219,11 +221,11 @@ def test_interrupted_run_leaves_no_half_category(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         save(arr, path)
 
-    monkeypatch.setattr(synth, "_save_png", failing)
+    monkeypatch.setattr(writer, "_save_png", failing)
     with pytest.raises(KeyboardInterrupt):
         generate(tmp_path, ["grass"], preset="smoke", progress=False)
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(synth, "_save_png", save)
+    monkeypatch.setattr(writer, "_save_png", save)
     generate(tmp_path, ["grass"], preset="smoke", progress=False)
     assert len(list((tmp_path / "grass" / "train" / "good").glob("*.png"))) == SMOKE["n_train"]
 
@@ -299,23 +301,23 @@ def test_logical_anomalies_are_made_of_normal_patches(name):
 
 def test_kit_order_starts_anywhere_and_nut_count_is_fixed():
     """Every part is normal in every slot (only the order is the rule), and the trays hold three nuts."""
-    size, centres = 96, [(int(96 * y), int(96 * x)) for y, x in synth._KIT_SLOTS]
-    ring = synth._f32(0.92, 0.45, 0.10)  # the ring's colour: find its slot in each training image
+    size, centres = 96, [(int(96 * y), int(96 * x)) for y, x in logical._KIT_SLOTS]
+    ring = _f32(0.92, 0.45, 0.10)  # the ring's colour: find its slot in each training image
     seen = set()
     for i in range(24):
         img = render_sample("kit", i, "train", size=size)[0].astype(np.float32) / 255
         dist = [np.abs(img[y - 8:y + 8, x - 8:x + 8] - ring).sum(-1).min() for y, x in centres]
         seen.add(int(np.argmin(dist)))
     assert seen == {0, 1, 2, 3}
-    compartments = [(int(size * y), int(size * x)) for y, x in synth._NUT_COMPARTMENTS]
+    compartments = [(int(size * y), int(size * x)) for y, x in logical._NUT_COMPARTMENTS]
 
     def nuts_in(img: np.ndarray) -> int:  # compartments whose centre shows brass (yellow: red - blue high)
         yellow = (img[..., 0].astype(int) - img[..., 2]) > 60
         return sum(yellow[y - 8:y + 8, x - 8:x + 8].mean() > 0.1 for y, x in compartments)
 
-    assert [nuts_in(render_sample("nuts", i, "train", size=size)[0]) for i in range(8)] == [synth._NUTS_FILLED] * 8
-    assert nuts_in(render_sample("nuts", 0, "test", "missing_nut", size=size)[0]) == synth._NUTS_FILLED - 1
-    assert nuts_in(render_sample("nuts", 0, "test", "extra_nut", size=size)[0]) == synth._NUTS_FILLED + 1
+    assert [nuts_in(render_sample("nuts", i, "train", size=size)[0]) for i in range(8)] == [logical._NUTS_FILLED] * 8
+    assert nuts_in(render_sample("nuts", 0, "test", "missing_nut", size=size)[0]) == logical._NUTS_FILLED - 1
+    assert nuts_in(render_sample("nuts", 0, "test", "extra_nut", size=size)[0]) == logical._NUTS_FILLED + 1
 
 
 # --------------------------------------------------------------------------------------- versions

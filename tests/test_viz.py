@@ -1,6 +1,8 @@
 """Headless figures: every function returns a closed Figure that saves to PNG."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from PIL import Image
 import matplotlib.pyplot as plt
 
 from nbhelpers import viz
+from nbhelpers.viz.embeddings import _balanced_subsample
 
 
 def _check(fig, tmp_path, name: str, min_axes: int = 1) -> None:
@@ -45,7 +48,7 @@ def _masks(n: int = 4, size: int = 32):
 def test_no_backend_side_effects():
     import matplotlib
 
-    src = open(viz.__file__).read()
+    src = "".join(p.read_text() for p in Path(viz.__file__).parent.glob("*.py"))
     assert "matplotlib.use(" not in src and "set_theme(" not in src and "sns.set(" not in src
     assert matplotlib.get_backend()  # untouched, whatever it is
 
@@ -156,11 +159,11 @@ def test_embedding_scatter_umap_and_pca(tmp_path):
 
 def test_balanced_subsample():
     y = np.array([0] * 1000 + [1] * 10 + [2] * 300)
-    idx = viz._balanced_subsample(y, 200, seed=0)
+    idx = _balanced_subsample(y, 200, seed=0)
     assert len(idx) == 200 and len(np.unique(idx)) == 200
     counts = np.bincount(y[idx])
     assert counts[1] == 10 and counts[0] == 95 and counts[2] == 95
-    np.testing.assert_array_equal(idx, viz._balanced_subsample(y, 200, seed=0))
+    np.testing.assert_array_equal(idx, _balanced_subsample(y, 200, seed=0))
 
 
 TABLE = {
