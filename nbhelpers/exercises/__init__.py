@@ -15,7 +15,10 @@ In a notebook::
 first difference (type, shape, dtype, values, gradients); :func:`list_exercises` lists every exercise
 with its notebook and paper reference; reference solutions live in ``notebooks/solutions/``.
 """
-from nbhelpers.exercises import catalog as _catalog  # noqa: F401  (registers the exercises)
+import importlib
+import importlib.util
+
+from nbhelpers.exercises import catalog as _catalog  # noqa: F401  (registers the data and metrics exercises)
 from nbhelpers.exercises.core import (
     SOLUTIONS_DIR,
     CheckResult,
@@ -26,6 +29,22 @@ from nbhelpers.exercises.core import (
     list_exercises,
     load_solution,
 )
+
+
+
+def _register_method_exercises() -> None:
+    """Import ``<method package>.exercises`` of every registered method that has one (they register
+    themselves): a method's exercises live next to it, and nothing lists them here."""
+    from nbhelpers.methods.base import _REGISTRY, available
+
+    available()
+    for cls in _REGISTRY.values():
+        package = cls.__module__.rsplit(".", 1)[0]
+        if package.startswith("nbhelpers.methods.") and importlib.util.find_spec(f"{package}.exercises") is not None:
+            importlib.import_module(f"{package}.exercises")
+
+
+_register_method_exercises()
 
 __all__ = ["SOLUTIONS_DIR", "CheckResult", "Exercise", "ExerciseError", "check", "get", "list_exercises",
            "load_solution"]
