@@ -16,6 +16,11 @@ def random_int(gen: torch.Generator, low: int, high: int) -> int:
     return int(torch.randint(low, high + 1, (1,), generator=gen))
 
 
+def random_ints(gen: torch.Generator, *ranges: tuple[int, int]) -> tuple[int, ...]:
+    """One :func:`random_int` per ``(low, high)`` range, in order."""
+    return tuple(random_int(gen, low, high) for low, high in ranges)
+
+
 def seeded_module(seed: int, build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
     """``build()`` with weights drawn from ``seed`` (global RNG state restored), in eval mode."""
     with torch.random.fork_rng(devices=[]):

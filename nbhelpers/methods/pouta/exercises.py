@@ -7,19 +7,13 @@ from typing import Any
 import torch
 
 from nbhelpers.exercises.core import Exercise, register
-from nbhelpers.exercises.trials import random_int, seeded_module, trial_generator
+from nbhelpers.exercises.trials import random_int, random_ints, seeded_module, trial_generator
 from nbhelpers.methods import pouta
 
 
 def _hsg_inputs(seed: int) -> dict[str, Any]:
     g = trial_generator(seed)
-    b, d, d_deep, h, w = (
-        random_int(g, 1, 3),
-        random_int(g, 2, 5),
-        random_int(g, 2, 5),
-        random_int(g, 2, 4),
-        random_int(g, 2, 4),
-    )
+    b, d, d_deep, h, w = random_ints(g, (1, 3), (2, 5), (2, 5), (2, 4), (2, 4))
     module = seeded_module(seed, lambda: pouta.SemanticGuidance(d_deep, d))
     return {
         "hsg": module,

@@ -7,19 +7,13 @@ from typing import Any
 import torch
 
 from nbhelpers.exercises.core import Exercise, register
-from nbhelpers.exercises.trials import random_int, seeded_module, trial_generator
+from nbhelpers.exercises.trials import random_int, random_ints, seeded_module, trial_generator
 from nbhelpers.methods import prn
 
 
 def _residual_inputs(seed: int) -> dict[str, Any]:
     g = trial_generator(seed)
-    b, k, c, h, w = (
-        random_int(g, 2, 5),
-        random_int(g, 2, 5),
-        random_int(g, 2, 6),
-        random_int(g, 2, 4),
-        random_int(g, 2, 5),
-    )
+    b, k, c, h, w = random_ints(g, (2, 5), (2, 5), (2, 6), (2, 4), (2, 5))
     prototypes = torch.randn(k, c, h, w, generator=g)
     near = prototypes[torch.randint(k, (b,), generator=g)]
     return {"features": near + 0.7 * torch.randn(b, c, h, w, generator=g), "prototypes": prototypes}

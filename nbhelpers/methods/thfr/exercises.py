@@ -8,19 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from nbhelpers.exercises.core import Exercise, register
-from nbhelpers.exercises.trials import random_int, trial_generator
+from nbhelpers.exercises.trials import random_int, random_ints, trial_generator
 from nbhelpers.methods import thfr
 
 
 def _nns_inputs(seed: int) -> dict[str, Any]:
     g = trial_generator(seed)
-    b, c, h, w, n_bank = (
-        random_int(g, 2, 5),
-        random_int(g, 3, 8),
-        random_int(g, 2, 4),
-        random_int(g, 2, 4),
-        random_int(g, 6, 12),
-    )
+    b, c, h, w, n_bank = random_ints(g, (2, 5), (3, 8), (2, 4), (2, 4), (6, 12))
     keys = F.normalize(torch.randn(n_bank, c * h * w, generator=g), dim=1)
     return {"query": torch.randn(b, c, h, w, generator=g), "keys": keys, "n": random_int(g, 1, 3)}
 
