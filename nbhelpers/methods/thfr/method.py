@@ -21,8 +21,8 @@ from nbhelpers.methods.thfr.loss import anomaly_map, restoration_loss
 from nbhelpers.methods.thfr.modules import FeatureVisualizer, THFRNet
 from nbhelpers.methods.thfr.template_bank import TemplateBank, draw_template
 from nbhelpers.progress import progress
+from nbhelpers import train as training
 from nbhelpers.train import TrainResult, autocast, to_device
-from nbhelpers.train import fit as train_fit
 
 
 class _Indices(Dataset):
@@ -132,9 +132,9 @@ class THFR(AnomalyMethod):
             return F.mse_loss(self.visualizer([f[index] for f in features]).float(), images[index])
 
         optimizer = torch.optim.Adam(self.visualizer.parameters(), lr=cfg.vis_lr)
-        self.visualizer_result = train_fit(self.visualizer, loss_fn, self._index_loader(len(images)), optimizer,
-                                           cfg.vis_epochs if epochs is None else epochs, self.device,
-                                           show_progress=cfg.progress, desc="thfr visualizer", seed=cfg.seed)
+        self.visualizer_result = training.fit(self.visualizer, loss_fn, self._index_loader(len(images)), optimizer,
+                                              cfg.vis_epochs if epochs is None else epochs, self.device,
+                                              show_progress=cfg.progress, desc="thfr visualizer", seed=cfg.seed)
         self.visualizer.eval()
         return self
 
