@@ -18,13 +18,16 @@ from typing import Any
 
 import torch
 
+from nbhelpers import get_device
 from nbhelpers.data.layouts import load_split
 from nbhelpers.data.records import Sample, Split
 from nbhelpers.data.synth import dataset_tag
 from nbhelpers.data.torchdata import load_regions
-from nbhelpers.errors import DatasetWarning
-from nbhelpers.methods.base import AnomalyMethod, create
+from nbhelpers.errors import ConfigError, DatasetWarning
+from nbhelpers.methods.base import AnomalyMethod, MethodConfig, create
 from nbhelpers.metrics import LOCO_METRIC_NAMES, METRIC_NAMES, evaluate, evaluate_loco
+from nbhelpers.outputs import write_text_atomic
+from nbhelpers.provenance import data_fingerprint, run_digest
 
 TABLE_COLUMNS = ("category", "method", "image_auroc", "pixel_auroc", "aupro", "auspro", "pixel_ap",
                  "image_auroc_logical", "image_auroc_structural", "image_auroc_mean",
@@ -41,17 +44,34 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def run_key(method: str, category: str, preset: str, seed: int, data_root: str | Path) -> str:
-    """``<method>_<category>_<preset>_seed<seed>[_synthad-v<N>]``: the name of one run's result row and
-    checkpoint. A SynthAD category adds its generator version (:func:`nbhelpers.data.synth.dataset_tag`),
-    so rows and fits made on an older SynthAD are never reused on the current one."""
+    """``<method>_<category>_<preset>_seed<seed>[_synthad-v<N>]``: the readable start of a run's name
+    (:func:`run_name`). A SynthAD category adds its generator version
+    (:func:`nbhelpers.data.synth.dataset_tag`)."""
     tag = dataset_tag(data_root, category)
     return f"{method}_{category}_{preset}_seed{seed}{'_' + tag if tag else ''}"
 
 
-def row_path(out_dir: str | Path, method: str, category: str, preset: str, seed: int, data_root: str | Path) -> Path:
-    """Where ``nbhelpers bench`` and notebook 07 keep one result row: ``<out>/<run_key>.json``
-    (fitted models go to ``<out>/checkpoints``), so either reuses what the other computed."""
-    return Path(out_dir) / f"{run_key(method, category, preset, seed, data_root)}.json"
+def split_fingerprint(split: Split) -> str:
+    """:func:`~nbhelpers.provenance.data_fingerprint` of every file of the split (train, val, test)."""
+    return data_fingerprint([*split.train, *split.val, *split.test])
+
+
+def run_name(method: str, config: MethodConfig, split: Split, preset: str, fingerprint: str | None = None) -> str:
+    """``<run_key>_<digest>``: the name of one run's result row and checkpoint. The digest
+    (:func:`~nbhelpers.provenance.run_digest`) covers the model's full resolved config, the device type,
+    the layout and the data fingerprint, so a row or fit is reused only for the same settings on the
+    same files: never for other ``--set`` overrides, another data folder, changed files or layout."""
+    fingerprint = split_fingerprint(split) if fingerprint is None else fingerprint
+    digest = run_digest(config.to_dict(), fingerprint, split.layout, get_device(config.device).type)
+    return f"{run_key(method, split.category, preset, config.seed, split.root)}_{digest}"
+
+
+def bench_paths(bench_dir: str | Path, method: str, config: MethodConfig, split: Split, preset: str,
+                fingerprint: str | None = None) -> tuple[Path, Path]:
+    """``(row JSON, checkpoint)`` of one run in a bench folder: ``<bench_dir>/<run_name>.json`` and
+    ``<bench_dir>/checkpoints/<run_name>.pt``, shared by ``nbhelpers bench`` and notebooks 01 and 07."""
+    name = run_name(method, config, split, preset, fingerprint)
+    return Path(bench_dir) / f"{name}.json", Path(bench_dir) / "checkpoints" / f"{name}.pt"
 
 
 def hold_out_anomalies(split: Split, n: int, seed: int = 0) -> tuple[list[Sample], Split]:
@@ -59,9 +79,17 @@ def hold_out_anomalies(split: Split, n: int, seed: int = 0) -> tuple[list[Sample
 
     Picks them round-robin over defect types (seeded), and returns ``(seen, split_without_them)``
     so that evaluation never scores an image the method trained on.
+
+    Raises:
+        ConfigError: ``n`` would leave no anomalous test image to evaluate (the message gives both counts).
     """
     if n <= 0:
         return [], split
+    available = sum(s.label == 1 for s in split.test)
+    if n >= available:
+        raise ConfigError(f"seen_anomalies={n}, but the test split of {split.root / split.category} holds "
+                          f"{available} anomalous images and at least one must stay for evaluation: set it to at "
+                          f"most {max(available - 1, 0)} (--seen-anomalies {max(available - 1, 0)}).")
     rng = random.Random(seed)
     by_defect: dict[str, list[Sample]] = {}
     for s in split.test:
@@ -126,16 +154,18 @@ def timed_fit(model: AnomalyMethod, train: Sequence[Sample], val: Sequence[Sampl
 
 
 def _row(model: AnomalyMethod, split: Split, preset: str, fit_s: float, n_seen: int, keep_predictions: bool,
-         data_root: str | Path | None, cached: bool = False, n_train: int | None = None) -> dict[str, Any]:
-    """One result row: who, on what, how long, how big, and every metric of :func:`evaluate_method`."""
+         fingerprint: str, run: str = "", cached: bool = False, n_train: int | None = None) -> dict[str, Any]:
+    """One result row: who, on what (``data_fingerprint`` of the split's files before seen anomalies were
+    held out, and the full resolved ``config``), how long, how big, and every metric of
+    :func:`evaluate_method`."""
     result = evaluate_method(model, split, keep_predictions=keep_predictions)
     cfg = model.config
     return {"method": model.name, "category": split.category, "layout": split.layout,
-            "dataset_tag": dataset_tag(data_root, split.category) if data_root is not None else "",
+            "dataset_tag": dataset_tag(split.root, split.category), "run": run, "data_fingerprint": fingerprint,
             "preset": preset, "seed": cfg.seed, "device": str(model.device),
             "n_train": len(split.train) if n_train is None else n_train, "n_seen_anomalies": n_seen,
             "params_trainable": model.parameter_count()["trainable"], "fit_s": fit_s, "cached": cached,
-            "peak_mem_mb": peak_memory_mb(model.device), **result}
+            "peak_mem_mb": peak_memory_mb(model.device), **result, "config": cfg.to_dict()}
 
 
 def fit_evaluate(method: str | AnomalyMethod, split: Split, preset: str = "cpu", device: str = "auto", seed: int = 0,
@@ -155,54 +185,53 @@ def fit_evaluate(method: str | AnomalyMethod, split: Split, preset: str = "cpu",
         ``(fitted model, result row)`` with the columns of :func:`run_benchmark`.
     """
     model = create(method, preset, device=device, seed=seed, **overrides) if isinstance(method, str) else method
+    fingerprint = split_fingerprint(split)
     seen, split = hold_out_anomalies(split, model.seen_anomalies, model.config.seed)
     train = split.train if train is None else list(train)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
     fit_s = timed_fit(model, train, split.val, seen)
-    return model, _row(model, split, preset, fit_s, len(seen), keep_predictions, None, n_train=len(train))
+    return model, _row(model, split, preset, fit_s, len(seen), keep_predictions, fingerprint, n_train=len(train))
 
 
 def run_benchmark(method: str, data_root: str | Path, category: str, preset: str = "cpu", layout: str = "auto",
-                  device: str = "auto", seed: int = 0, output: str | Path | None = None,
-                  keep_predictions: bool = False, checkpoint_dir: str | Path | None = None,
-                  refit: bool = False, **overrides: Any) -> dict[str, Any]:
+                  device: str = "auto", seed: int = 0, keep_predictions: bool = False,
+                  bench_dir: str | Path | None = None, refit: bool = False, split: Split | None = None,
+                  **overrides: Any) -> dict[str, Any]:
     """Fit ``method`` (registry name) with ``preset`` on ``category`` of ``data_root`` and evaluate it.
 
     Methods that train on a few real anomalies (``config.seen_anomalies > 0``) get them from the test
     split via :func:`hold_out_anomalies`, and they are not evaluated.
 
     Returns one result row: metrics (see :func:`nbhelpers.metrics.evaluate`), ``fit_s``,
-    ``ms_per_image``, ``peak_mem_mb``, ``n_train``, ``n_test``, ``device``, ``seed``, ``preset``. With
-    ``output`` the row is also written there as JSON. With ``checkpoint_dir`` the fitted method is
-    saved there and a later call with the same method, category, preset, seed, overrides and SynthAD
-    version (:func:`run_key`) loads it instead of training again (``cached=True``, ``fit_s`` of the
-    original fit); ``refit`` trains anyway and replaces the cached checkpoint.
+    ``ms_per_image``, ``peak_mem_mb``, ``n_train``, ``n_test``, ``device``, ``seed``, ``preset``, the
+    ``run`` name, the ``data_fingerprint`` and the resolved ``config``. With ``bench_dir`` the row is
+    also written to ``<bench_dir>/<run_name>.json`` and the fitted model to
+    ``<bench_dir>/checkpoints/<run_name>.pt`` (:func:`bench_paths`); a later call of the same run (same
+    config, device type, layout and data files: :func:`run_name`) loads that model instead of training
+    again (``cached=True``, ``fit_s`` of the original fit); ``refit`` trains anyway and replaces it.
+    ``split``: the category's records when already loaded (``load_split`` is then skipped).
     """
-    split = load_split(data_root, category, layout=layout)
+    split = load_split(data_root, category, layout=layout) if split is None else split
     model = create(method, preset, device=device, seed=seed, **overrides)
-    seen, split = hold_out_anomalies(split, model.seen_anomalies, seed)
+    fingerprint = split_fingerprint(split)
+    name = run_name(method, model.config, split, preset, fingerprint)
+    seen, rest = hold_out_anomalies(split, model.seen_anomalies, seed)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
-    ckpt = None
-    if checkpoint_dir is not None:
-        tag = "_".join(f"{k}-{v}" for k, v in sorted(overrides.items()))
-        name = run_key(method, category, preset, seed, data_root)
-        ckpt = Path(checkpoint_dir) / f"{name}{'_' + tag if tag else ''}.pt"
+    row_file, ckpt = bench_paths(bench_dir, method, model.config, split, preset, fingerprint) if bench_dir is not None else (None, None)
     cached = not refit and ckpt is not None and ckpt.is_file() and ckpt.with_suffix(".json").is_file()
     if cached:
         model.load(ckpt)
         fit_s = float(json.loads(ckpt.with_suffix(".json").read_text())["fit_s"])
     else:
-        fit_s = timed_fit(model, split.train, split.val, seen)
+        fit_s = timed_fit(model, rest.train, rest.val, seen)
         if ckpt is not None:
             model.save(ckpt)
-            ckpt.with_suffix(".json").write_text(json.dumps({"fit_s": fit_s}))
-    row = _row(model, split, preset, fit_s, len(seen), keep_predictions, data_root, cached=cached)
-    if output is not None:
-        path = Path(output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({k: v for k, v in row.items() if k != "predictions"}, indent=2))
+            write_text_atomic(ckpt.with_suffix(".json"), json.dumps({"fit_s": fit_s}))
+    row = _row(model, rest, preset, fit_s, len(seen), keep_predictions, fingerprint, run=name, cached=cached)
+    if row_file is not None:
+        write_text_atomic(row_file, json.dumps({k: v for k, v in row.items() if k != "predictions"}, indent=2))
     return row
 
 

@@ -26,22 +26,29 @@ import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from nbhelpers.errors import NbhelpersError
+from nbhelpers.outputs import check_output_file, check_output_folder, write_text_atomic
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from nbhelpers.data.synth import generate
+    from nbhelpers.data.synth import generate, plan
 
-    out = generate(Path(args.out), categories=args.categories, preset=args.preset, seed=args.seed,
-                   overwrite=args.overwrite)
-    print(f"SynthAD written to {out}")
+    out = check_output_folder(args.out, "--out")
+    write, keep = plan(out, args.categories, args.preset, args.seed, args.overwrite)
+    generate(out, categories=args.categories, preset=args.preset, seed=args.seed, overwrite=args.overwrite)
+    done = [f"wrote {', '.join(write)}"] if write else []
+    done += [f"kept {', '.join(keep)} (already there with seed {args.seed} and preset {args.preset}, or not "
+             "written by SynthAD; --overwrite regenerates)"] if keep else []
+    print(f"SynthAD in {out}: {'; '.join(done)}")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from nbhelpers.runner import run_collection
 
+    check_output_folder(args.out, "--out")
     runs = run_collection(args.notebooks, args.out, preset=args.preset, data_root=args.data, device=args.device,
                           seed=args.seed, only=args.only, timeout=args.timeout)
     failed = [r for r in runs if r.status != "ok"]
@@ -52,9 +59,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _categories(data: str, category: str, layout: str) -> list[str]:
-    from nbhelpers.data.layouts import list_categories
+    from nbhelpers.data.layouts import require_categories
 
-    return list_categories(data, layout) if category == "all" else category.split(",")
+    return require_categories(data, layout) if category == "all" else category.split(",")
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -74,6 +81,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 def _cmd_throughput(args: argparse.Namespace) -> int:
     from nbhelpers.benchmark import format_table, throughput
 
+    out = check_output_folder(args.out, "--out")
     cat = _categories(args.data, args.category, args.layout)[0]
     rows = []
     for method in _methods(args.method):
@@ -82,10 +90,8 @@ def _cmd_throughput(args: argparse.Namespace) -> int:
                            **{"epochs": 1, **_overrides(args)})
     table = format_table(rows, columns=("method", "preset", "device", "image_size", "batch_size", "images_per_s",
                                         "ms_per_batch", "train_images_per_s"))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "throughput.json").write_text(json.dumps(rows, indent=2))
-    (out / "throughput.md").write_text(table + "\n")
+    write_text_atomic(out / "throughput.json", json.dumps(rows, indent=2))
+    write_text_atomic(out / "throughput.md", table + "\n")
     print(table)
     return 0
 
@@ -107,33 +113,54 @@ def _failure(name: str, exc: Exception) -> str:
     return f"{name}: {exc.__class__.__name__}: {exc} (in {frame.name}, {frame.filename}:{frame.lineno})"
 
 
+def _plan_bench(args: argparse.Namespace) -> list[tuple[str, str, Any, Path]]:
+    """Every setting of a ``bench`` checked before any fit: the output folder, each method's config
+    (type and range), the data root, each category's split and its seen anomalies. Returns
+    ``(method, category, split, row file)`` per run.
+
+    Raises:
+        NbhelpersError: the first bad setting (exit code 2, nothing computed).
+    """
+    from nbhelpers.benchmark import bench_paths, hold_out_anomalies
+    from nbhelpers.data.layouts import load_split
+    from nbhelpers.methods import get_config
+
+    out = check_output_folder(args.out, "--out")
+    configs = {m: get_config(m, args.preset, device=args.device, seed=args.seed, **_overrides(args))
+               for m in _methods(args.method)}
+    splits = {c: load_split(args.data, c, layout=args.layout) for c in _categories(args.data, args.category, args.layout)}
+    plan = []
+    for method, config in configs.items():
+        for cat, split in splits.items():
+            hold_out_anomalies(split, int(getattr(config, "seen_anomalies", 0)), args.seed)
+            plan.append((method, cat, split, bench_paths(out, method, config, split, args.preset)[0]))
+    return plan
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from nbhelpers.benchmark import format_table, row_path, run_benchmark
+    from nbhelpers.benchmark import format_table, run_benchmark
 
     if args.throughput:
         return _cmd_throughput(args)
     rows, failures = [], []
     out = Path(args.out)
-    for method in _methods(args.method):
-        for cat in _categories(args.data, args.category, args.layout):
-            row_file = row_path(out, method, cat, args.preset, args.seed, args.data)
-            if row_file.exists() and not args.force:  # resume: rows finished before an interruption are kept
-                rows.append(json.loads(row_file.read_text()))
-                print(f"[bench] {method}/{cat}: done before, kept ({row_file}); --force recomputes", file=sys.stderr)
-                continue
-            try:
-                rows.append(run_benchmark(method, args.data, cat, preset=args.preset, layout=args.layout,
-                                          device=args.device, seed=args.seed, output=row_file,
-                                          checkpoint_dir=out / "checkpoints", refit=args.force,
-                                          **_overrides(args)))
-            except Exception as exc:  # reported, and the other runs go on; Ctrl-C (not an Exception) stops all
-                failures.append(_failure(f"{method}/{cat}", exc))
-                print(f"FAILED {failures[-1]}", file=sys.stderr)
+    for method, cat, split, row_file in _plan_bench(args):
+        if row_file.exists() and not args.force:  # resume: rows finished before an interruption are kept
+            rows.append(json.loads(row_file.read_text()))
+            print(f"[bench] {method}/{cat}: done before with the same settings and data files, kept ({row_file}); "
+                  "--force recomputes", file=sys.stderr)
+            continue
+        try:
+            rows.append(run_benchmark(method, args.data, cat, preset=args.preset, layout=args.layout,
+                                      device=args.device, seed=args.seed, bench_dir=out, refit=args.force,
+                                      split=split, **_overrides(args)))
+        except Exception as exc:  # reported, and the other runs go on; Ctrl-C (not an Exception) stops all
+            failures.append(_failure(f"{method}/{cat}", exc))
+            print(f"FAILED {failures[-1]}", file=sys.stderr)
     table = format_table(rows)
     if rows:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(rows, indent=2))
-        (out / "results.md").write_text(table + "\n")
+        write_text_atomic(out / "results.json", json.dumps(rows, indent=2))
+        write_text_atomic(out / "results.md", table + "\n")
     print(table)
     print(f"\n{len(rows)}/{len(rows) + len(failures)} runs ok")
     for failure in failures:
@@ -146,25 +173,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from nbhelpers.benchmark import hold_out_anomalies
     from nbhelpers.data.layouts import load_split
     from nbhelpers.methods import create
+    from nbhelpers.train import is_checkpoint
 
     distributed.init_from_env()  # under torchrun: join the process group (DDP in the training loop)
+    out = check_output_file(args.out, "--out", ours=is_checkpoint, overwrite=args.overwrite, kind="checkpoint")
     split = load_split(args.data, args.category, layout=args.layout)
     model = create(args.method, args.preset, device=args.device, seed=args.seed, **_overrides(args))
     seen, split = hold_out_anomalies(split, model.seen_anomalies, args.seed)
-    path = model.fit_and_save(args.out, split.train, split.val or None, anomalies=seen or None, resume=args.resume)
+    path = model.fit_and_save(out, split.train, split.val or None, anomalies=seen or None, resume=args.resume)
     if distributed.is_main():
         print(f"saved {path}")
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint with the config it was trained with; ``--preset``, ``--seed``, ``--method``
+    and ``--set`` given explicitly must agree with it (only device, batch size, workers and progress may
+    change), and the category must be the one it was fitted on."""
     from nbhelpers.benchmark import evaluate_method, format_table
     from nbhelpers.data.layouts import load_split
-    from nbhelpers.methods import create
+    from nbhelpers.methods import create, load_method
+    from nbhelpers.train import CheckpointError, load_checkpoint
 
+    method = args.method or load_checkpoint(args.checkpoint).get("method")
+    if args.preset is None:
+        seed = {} if args.seed is None else {"seed": args.seed}
+        model = load_method(args.checkpoint, device=args.device, **seed, **_overrides(args))
+    else:
+        model = create(method, args.preset, device=args.device, seed=args.seed or 0,
+                       **_overrides(args)).load(args.checkpoint)
     split = load_split(args.data, args.category, layout=args.layout)
-    model = create(args.method, args.preset, device=args.device, seed=args.seed, **_overrides(args)).load(args.checkpoint)
-    row = {"method": args.method, "category": args.category, **evaluate_method(model, split)}
+    fitted = model.fitted_on.get("categories", [])
+    if fitted and split.category not in fitted:
+        raise CheckpointError(f"{args.checkpoint}: was fitted on category {', '.join(fitted)}, not "
+                              f"{split.category}; pass --category {fitted[0]} or a checkpoint of {split.category}.")
+    row = {"method": model.name, "category": split.category, **evaluate_method(model, split)}
     print(format_table([row]))
     return 0
 
@@ -172,10 +215,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from nbhelpers.report import render_report
 
-    html = render_report(args.data, args.out, layout=args.layout, category=args.category, methods=args.method,
+    out = check_output_file(args.out, "--out", ours=_is_report, overwrite=True, kind="HTML report")
+    html = render_report(args.data, out, layout=args.layout, category=args.category, methods=args.method,
                          preset=args.preset, device=args.device, seed=args.seed, notebook=args.notebook)
     print(f"report written to {html}")
     return 0
+
+
+def _is_report(path: Path) -> bool:
+    """An HTML file (``nbhelpers report`` replaces an earlier report of its own, nothing else)."""
+    with path.open("rb") as fh:
+        head = fh.read(512).lstrip().lower()
+    return path.suffix.lower() in (".html", ".htm") and head.startswith((b"<!doctype html", b"<html"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(b)
     b.add_argument("--category", default="all", help="a category, a comma list, or 'all'")
     b.add_argument("--out", default="reports/bench",
-                   help="rows <method>_<category>_<preset>_seed<seed>.json, results.json/.md, checkpoints/")
+                   help="rows <method>_<category>_<preset>_seed<seed>[_synthad-vN]_<digest>.json (the digest covers "
+                        "the resolved config, device type, layout and data files), results.json/.md, checkpoints/")
     b.add_argument("--force", action="store_true", help="recompute rows whose JSON already exists")
     b.add_argument("--throughput", action="store_true",
                    help="inference images/s at --batch-sizes on the first category (model fitted for 1 epoch)")
@@ -237,13 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--resume", action="store_true",
                    help="continue an interrupted training from its checkpoints in <out without suffix>.train/")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
     t.set_defaults(func=_cmd_train)
 
     pr = sub.add_parser("predict", help="evaluate a saved checkpoint on a category's test split")
     common(pr)
     pr.add_argument("--category", required=True)
     pr.add_argument("--checkpoint", required=True)
-    pr.set_defaults(func=_cmd_predict)
+    # method, preset and seed come from the checkpoint unless given (then they must agree with it)
+    pr.set_defaults(func=_cmd_predict, method=None, preset=None, seed=None)
     rp = sub.add_parser("report", help="HTML report of methods on any dataset folder (papermill + nbconvert)")
     common(rp)
     rp.add_argument("--category", default="", help="a category, a comma list, or empty for all")

@@ -25,6 +25,10 @@ class NotebookError(NbhelpersError, RuntimeError):
     """A notebook executed by nbhelpers failed; the message names the cell and the executed copy."""
 
 
+class OutputError(NbhelpersError, ValueError):
+    """An output path cannot be written, or holds a file that must not be replaced; checked before any work."""
+
+
 class DeviceMemoryError(NbhelpersError, RuntimeError):
     """The device ran out of memory; the message gives the batch size and what to lower."""
 

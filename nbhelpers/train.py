@@ -84,6 +84,20 @@ def load_checkpoint(path: str | Path, expect: dict[str, Any] | None = None,
     return ckpt
 
 
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a file written by :func:`save_checkpoint` (a torch zip archive holding the
+    format marker); other files are not read beyond their first bytes."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                return False
+        load_checkpoint(path)
+    except (OSError, CheckpointError):
+        return False
+    return True
+
+
 _CHECKPOINTING: ContextVar[tuple[Path, bool] | None] = ContextVar("nbhelpers_checkpointing", default=None)
 
 

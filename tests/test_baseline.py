@@ -2,7 +2,6 @@
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -75,11 +74,12 @@ def test_same_seed_same_scores(synth_root):
 
 
 def test_bench_on_structural_and_logical(synth_root, tmp_path):
-    row = run_benchmark("baseline", synth_root, "brick", preset="smoke", output=tmp_path / "r.json")
+    row = run_benchmark("baseline", synth_root, "brick", preset="smoke", bench_dir=tmp_path)
     for key in ("image_auroc", "pixel_auroc", "aupro", "fit_s", "ms_per_image", "peak_mem_mb"):
         assert key in row and not math.isnan(row[key])
     assert row["pixel_auroc"] > 0.6  # far above chance even at 64 px with 8 training images
-    assert json.loads((tmp_path / "r.json").read_text())["category"] == "brick"
+    saved = json.loads((tmp_path / f"{row['run']}.json").read_text())
+    assert saved["category"] == "brick" and saved["config"]["image_size"] == 64 and saved["data_fingerprint"]
     logical = [c for c, v in json.loads((synth_root / "synthad.json").read_text())["categories"].items() if v["layout"] == "mvtec_loco"]
     row2 = run_benchmark("baseline", synth_root, logical[0], preset="smoke")
     assert 0.0 <= row2["auspro"] <= 1.0
@@ -97,8 +97,9 @@ def test_cli_bench(synth_root, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "brick" in out and "|" in out
     assert json.loads((tmp_path / "results.json").read_text())[0]["method"] == "baseline"
-    assert main(["bench", "--method", "nope", "--data", str(synth_root), "--category", "brick", "--out", str(tmp_path)]) == 1
-    assert main(["bench", "--data", str(tmp_path / "missing"), "--category", "x", "--out", str(tmp_path)]) == 1
+    # bad input is checked before any fit: exit code 2, one line naming it
+    assert main(["bench", "--method", "nope", "--data", str(synth_root), "--category", "brick", "--out", str(tmp_path)]) == 2
+    assert main(["bench", "--data", str(tmp_path / "missing"), "--category", "x", "--out", str(tmp_path)]) == 2
     assert "missing" in capsys.readouterr().err
 
 
@@ -132,13 +133,13 @@ def test_cli_bench_resumes_finished_rows(synth_root, tmp_path, capsys):
 
 
 def test_bench_checkpoint_cache(synth_root, tmp_path):
-    first = run_benchmark("baseline", synth_root, "grass", preset="smoke", checkpoint_dir=tmp_path)
-    again = run_benchmark("baseline", synth_root, "grass", preset="smoke", checkpoint_dir=tmp_path)
+    first = run_benchmark("baseline", synth_root, "grass", preset="smoke", bench_dir=tmp_path)
+    again = run_benchmark("baseline", synth_root, "grass", preset="smoke", bench_dir=tmp_path)
     assert not first["cached"] and again["cached"]
     assert again["fit_s"] == first["fit_s"] and again["image_auroc"] == first["image_auroc"]
-    other = run_benchmark("baseline", synth_root, "grass", preset="smoke", checkpoint_dir=tmp_path, coreset_ratio=1.0)
-    assert not other["cached"]  # other overrides, other checkpoint
-    refit = run_benchmark("baseline", synth_root, "grass", preset="smoke", checkpoint_dir=tmp_path, refit=True)
+    other = run_benchmark("baseline", synth_root, "grass", preset="smoke", bench_dir=tmp_path, coreset_ratio=1.0)
+    assert not other["cached"] and other["run"] != first["run"]  # other overrides, other checkpoint and row
+    refit = run_benchmark("baseline", synth_root, "grass", preset="smoke", bench_dir=tmp_path, refit=True)
     assert not refit["cached"] and refit["fit_s"] != first["fit_s"]
 
 

@@ -1,7 +1,6 @@
 """fit_evaluate (a split in memory) and run_benchmark (a dataset on disk) give the same row; the demo picker."""
 from __future__ import annotations
 
-import pytest
 
 from nbhelpers.benchmark import fit_evaluate, run_benchmark
 from nbhelpers.data import demo_categories

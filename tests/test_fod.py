@@ -7,7 +7,7 @@ import torch
 from nbhelpers.benchmark import run_benchmark
 from nbhelpers.data.layouts import load_split
 from nbhelpers.errors import ConfigError
-from nbhelpers.methods import available, create, get_config
+from nbhelpers.methods import available, create, get_config, load_method
 from nbhelpers.methods.base import PRESET_NAMES, AnomalyResult
 from nbhelpers.methods.fod import (
     CorrelationAttention,
@@ -213,7 +213,8 @@ def test_fit_predict_batch_independent_and_save_load(brick, fitted, tmp_path):
     four = fitted.predict_all(samples)
     torch.testing.assert_close(one["scores"], four["scores"], rtol=1e-4, atol=1e-5)
     path = fitted.save(tmp_path / "fod.pt")
-    again = create("fod", "smoke", device="cpu", seed=5).load(path)
+    again = load_method(path, device="cpu")  # built from the checkpoint's own config
+    assert again.config == fitted.config
     torch.testing.assert_close(again.predict_all(samples)["maps"], four["maps"])
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from nbhelpers.benchmark import run_benchmark
 from nbhelpers.data.layouts import load_split
-from nbhelpers.methods import available, create, get_config
+from nbhelpers.methods import available, create, get_config, load_method
 from nbhelpers.methods.base import PRESET_NAMES, AnomalyResult
 from nbhelpers.methods.pouta import (
     LEVELS, Config, FeatureContrast, POUTANet, PredictionHead, ReconstructiveNetwork, SemanticGuidance, count_flops,
@@ -206,7 +206,7 @@ def test_predict_contract_and_save_load_round_trip(fitted, split, tmp_path):
     assert cam.shape == (3, 64, 64) and float(cam.min()) >= 0 and float(cam.max()) <= 1 + 1e-6
 
     path = fitted.save(tmp_path / "pouta.pt")
-    again = create("pouta", "smoke", **{**TINY, "seed": 5}).load(path)
+    again = load_method(path)  # built from the checkpoint's own config
     torch.testing.assert_close(again.predict(batch).maps, res.maps)
     with pytest.raises(CheckpointError):
         create("pouta_vanilla", "smoke", **TINY).load(path)

@@ -343,10 +343,9 @@ def test_outdated_tree_is_refused_by_load_split_and_regenerated_by_synth(tmp_pat
 
 
 def test_dataset_tag_keys_bench_rows(synth_root, tmp_path):
-    from nbhelpers.benchmark import row_path
+    from nbhelpers.benchmark import run_key
 
     assert synth.dataset_tag(synth_root, "nuts") == f"synthad-v{synth.VERSION}"
     assert synth.dataset_tag(tmp_path, "nuts") == ""
-    assert row_path(tmp_path, "baseline", "nuts", "smoke", 0, synth_root).name == \
-        f"baseline_nuts_smoke_seed0_synthad-v{synth.VERSION}.json"
-    assert row_path(tmp_path, "baseline", "bottle", "cpu", 1, tmp_path).name == "baseline_bottle_cpu_seed1.json"
+    assert run_key("baseline", "nuts", "smoke", 0, synth_root) == f"baseline_nuts_smoke_seed0_synthad-v{synth.VERSION}"
+    assert run_key("baseline", "bottle", "cpu", 1, tmp_path) == "baseline_bottle_cpu_seed1"

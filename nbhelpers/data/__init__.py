@@ -17,14 +17,18 @@ def prepare_data(data_root: str | Path, category: str = "", preset: str = "cpu",
     other folder is read as it is (MVTec AD, LOCO, VisA, BTAD or folder layout). ``category`` ("" =
     all categories) may be one name or a comma list. ``generate=False`` never writes anything (reports
     on a team's own folder: a wrong path is an error, not a new benchmark).
+
+    Raises:
+        DatasetError: the folder holds no category (naming it and quoting the expected tree), or a
+            requested category is not there (listing those that are).
     """
     from nbhelpers.data import synth
-    from nbhelpers.data.layouts import list_categories
+    from nbhelpers.data.layouts import require_categories
 
     root = Path(data_root)
     if generate and (not root.exists() or not any(root.iterdir()) or (root / synth.MANIFEST).exists()):
         synth.ensure(root, preset=preset if preset in synth.SYNTH_PRESETS else "cpu", seed=seed)
-    available = list_categories(root, layout)
+    available = require_categories(root, layout)  # a folder without any category: one DatasetError
     if not category:
         return available
     wanted = [c.strip() for c in category.split(",") if c.strip()]

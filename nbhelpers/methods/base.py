@@ -30,7 +30,9 @@ from nbhelpers.backbones import level_strides
 from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import AnomalyDataset, make_loader
 from nbhelpers.errors import ConfigError
+from nbhelpers.methods.fields import Range, check_fields
 from nbhelpers.progress import progress
+from nbhelpers.provenance import config_differences, data_fingerprint
 from nbhelpers import train as training
 from nbhelpers.train import (CheckpointError, TrainResult, checkpointing, load_checkpoint, reporting_out_of_memory,
                              save_checkpoint)
@@ -66,13 +68,21 @@ class MethodConfig:
     progress: bool = True
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"smoke": {}, "cpu": {}, "paper": {}}
+    #: allowed numbers per field (subclasses add theirs); any other number must be >= 0 (``fields``)
+    RANGES: ClassVar[dict[str, Range]] = {"image_size": Range(1), "batch_size": Range(1), "epochs": Range(1),
+                                          "lr": Range(0, open_low=True)}
+
+    def __post_init__(self) -> None:
+        """Type- and range-check every field (:func:`nbhelpers.methods.fields.check_fields`)."""
+        check_fields(self)
 
     @classmethod
     def from_preset(cls, name: str = "cpu", **overrides: Any) -> MethodConfig:
         """The config of preset ``name`` with ``overrides`` applied.
 
         Raises:
-            ConfigError: unknown preset or unknown field name (the valid ones are listed).
+            ConfigError: unknown preset or unknown field name (the valid ones are listed), or a value of
+                the wrong type or out of range (the key, the value and what is allowed).
         """
         if name not in cls.PRESETS:
             raise ConfigError(f"Unknown preset {name!r}; valid presets: {sorted(cls.PRESETS)}.")
@@ -81,8 +91,6 @@ class MethodConfig:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ConfigError(f"Unknown {cls.__module__}.{cls.__qualname__} field(s) {unknown}; valid: {sorted(names)}.")
-        if "layers" in values:
-            values["layers"] = tuple(values["layers"])
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,9 +132,7 @@ class SizeRule:
     def check(self, method: str, config: MethodConfig) -> None:
         """Raise :class:`ConfigError` naming ``method``, the size and the nearest valid sizes when
         ``config.image_size`` is not possible (also for an unknown backbone or level)."""
-        side = config.image_size
-        if isinstance(side, bool) or not isinstance(side, int) or side < 1:
-            raise ConfigError(f"{method}: image_size {side!r} must be a positive whole number of pixels.")
+        side = config.image_size  # a whole number >= 1: checked when the config was built
         strides = level_strides(config.backbone, config.layers) if self.backbone else []
         reason = self.problem(side, strides, config)
         if reason is None:
@@ -207,6 +213,7 @@ class AnomalyMethod:
         seed_everything(self.config.seed)
         self.net: torch.nn.Module | None = None
         self.train_result = TrainResult()
+        self.fitted_on: dict[str, Any] = {}
 
     @property
     def seen_anomalies(self) -> int:
@@ -249,8 +256,11 @@ class AnomalyMethod:
         The one training loop: :meth:`on_fit_start`, then (when the method has a ``net``)
         ``config.epochs`` epochs of :meth:`training_step` with :meth:`configure_optimizers` over
         :meth:`train_loader` in :func:`nbhelpers.train.fit` (bf16 autocast on CUDA, checkpoints,
-        resume, DDP), then :meth:`on_fit_end`.
+        resume, DDP), then :meth:`on_fit_end`. What it learned from is kept in :attr:`fitted_on`
+        (categories, image count, :func:`~nbhelpers.provenance.data_fingerprint`) and saved.
         """
+        self.fitted_on = {"categories": sorted({s.category for s in train}), "n_train": len(train),
+                          "n_anomalies": len(anomalies or ()), "train_fingerprint": data_fingerprint(train)}
         self.on_fit_start(train, val, anomalies)
         if self.net is not None:
             optimizer, scheduler = self.configure_optimizers()
@@ -327,27 +337,35 @@ class AnomalyMethod:
 
     def save(self, path: str | Path) -> Path:
         """Write config + state atomically (temporary file, then rename)."""
-        return save_checkpoint(path, {"method": self.name, "config": self.config.to_dict(),
-                                      "state": self.state_dict(), "train_result": dataclasses.asdict(self.train_result)})
+        return save_checkpoint(path, {"method": self.name, "config": self.config.to_dict(), "state": self.state_dict(),
+                                      "train_result": dataclasses.asdict(self.train_result),
+                                      "fitted_on": dict(self.fitted_on)})
 
     def load(self, path: str | Path) -> AnomalyMethod:
-        """Restore a checkpoint written by :meth:`save` of the same method (``weights_only`` loading).
+        """Restore a checkpoint written by :meth:`save` of the same method and configuration
+        (``weights_only`` loading); only :data:`~nbhelpers.provenance.PREDICT_TIME_FIELDS` (device,
+        batch size, workers, progress) may differ. :func:`load_method` builds the model from the
+        checkpoint's own config instead.
 
         Raises:
-            CheckpointError: not an nbhelpers checkpoint, one of another method, or one whose tensors
-                do not fit this model (the message lists the config fields that differ).
+            CheckpointError: not an nbhelpers checkpoint, one of another method, or one of another
+                configuration (the message names each field with both values).
         """
         ckpt = load_checkpoint(path, expect={"method": self.name})
+        differ = config_differences(ckpt.get("config") or {}, self.config.to_dict())
+        if differ:
+            listed = ", ".join(f"{k}={v[0]!r} (this model: {v[1]!r})" for k, v in differ.items())
+            raise CheckpointError(
+                f"{path}: this {self.name} checkpoint was trained with {listed}; a model of another configuration "
+                f"would score wrongly. Create the model with the checkpoint's values, or use "
+                f"nbhelpers.methods.load_method(path) / `nbhelpers predict --checkpoint {path}`, which read them.")
         try:
             self.load_state_dict(ckpt["state"])
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-            mine = self.config.to_dict()
-            differ = {k: v for k, v in (ckpt.get("config") or {}).items() if mine.get(k, v) != v}
-            raise CheckpointError(
-                f"{path}: its {self.name} state does not fit this model ({exc.__class__.__name__}: "
-                f"{str(exc).splitlines()[0][:300]}). Config fields of the checkpoint that differ: {differ}; "
-                f"create the model with them, e.g. create({self.name!r}, preset, **{differ}).") from exc
+            raise CheckpointError(f"{path}: its {self.name} state does not fit this model ({exc.__class__.__name__}: "
+                                  f"{str(exc).splitlines()[0][:300]}); delete it and train again.") from exc
         self.train_result = TrainResult(**ckpt.get("train_result", {}))
+        self.fitted_on = dict(ckpt.get("fitted_on") or {})
         return self
 
     def fit_and_save(self, path: str | Path, train: Sequence[Sample], val: Sequence[Sample] | None = None,
@@ -411,3 +429,15 @@ def get_config(name: str, preset: str = "cpu", **overrides: Any) -> MethodConfig
 def create(name: str, preset: str = "cpu", **overrides: Any) -> AnomalyMethod:
     """A new method instance from its registry name and a preset."""
     return get(name)(get_config(name, preset, **overrides))
+
+
+def load_method(path: str | Path, **overrides: Any) -> AnomalyMethod:
+    """The fitted method saved at ``path``, built from the config stored in the checkpoint.
+
+    ``overrides`` may change only :data:`~nbhelpers.provenance.PREDICT_TIME_FIELDS` (e.g.
+    ``device="cuda"``, ``batch_size=64``); any other field raises a :class:`CheckpointError` naming it.
+    """
+    ckpt = load_checkpoint(path)
+    cls = get(str(ckpt.get("method")))
+    config = cls.config_class.from_preset("cpu", **{**(ckpt.get("config") or {}), **overrides})  # cpu = the defaults
+    return cls(config).load(path)

@@ -20,6 +20,7 @@ from nbhelpers.data.records import Sample
 from nbhelpers.distributed import computed_once
 from nbhelpers.maps import max_score, smooth, upsample
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, register
+from nbhelpers.methods.fields import Range
 from nbhelpers.progress import progress
 from nbhelpers.train import to_device
 
@@ -41,6 +42,8 @@ class Config(MethodConfig):
     chunk: int = 4096
     epochs: int = 0
 
+    RANGES: ClassVar[dict[str, Range]] = {"epochs": Range(0), "coreset_ratio": Range(0, 1, open_low=True),
+                                          "projection_dim": Range(1), "chunk": Range(1)}
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
         "smoke": dict(image_size=64, progress=False, coreset_ratio=0.5),
         "cpu": dict(),

@@ -9,8 +9,10 @@ what was expected and the fix, before any model sees the data. Images of mixed s
 (every method resizes to its square ``image_size``) with a
 :class:`~nbhelpers.errors.DatasetWarning` listing the sizes.
 
-Layouts (``LAYOUTS``): ``mvtec_ad``, ``mvtec_loco``, ``visa``, ``btad``, ``folder``; the trees are in
-each reader's docstring and in ``data/README.md``. Use :func:`load_split` with ``layout="auto"``
+Layouts (``LAYOUTS``): ``mvtec_ad``, ``mvtec_loco``, ``visa``, ``btad``, ``folder`` (which also reads a
+plain ``<category>/good/`` + ``<category>/<defect>/`` folder, holding back part of ``good/`` for
+testing); the trees are in each reader's docstring, in ``TREES`` and in ``data/README.md``. Images and
+masks are read with their EXIF orientation applied. Use :func:`load_split` with ``layout="auto"``
 to detect the layout.
 
 Example:
@@ -21,8 +23,9 @@ Example:
 from __future__ import annotations
 
 from nbhelpers.data.layouts.common import TREES, _LOCO_CONFIG, _SUFFIXES, _VISA_COLUMNS, _VISA_CSV
-from nbhelpers.data.layouts.detect import LAYOUTS, detect_layout, list_categories, load_split
-from nbhelpers.data.layouts.mvtec import read_btad, read_folder, read_mvtec_ad, read_mvtec_loco
+from nbhelpers.data.layouts.detect import LAYOUTS, detect_layout, list_categories, load_split, require_categories
+from nbhelpers.data.layouts.folder import read_folder
+from nbhelpers.data.layouts.mvtec import read_btad, read_mvtec_ad, read_mvtec_loco
 from nbhelpers.data.layouts.visa import read_visa
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "detect_layout",
     "list_categories",
     "load_split",
+    "require_categories",
     "read_btad",
     "read_folder",
     "read_mvtec_ad",

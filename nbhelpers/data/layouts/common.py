@@ -6,7 +6,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
-from nbhelpers.data.io import IMAGE_SUFFIXES, check_image, list_images
+from PIL import Image
+
+from nbhelpers.data.io import IMAGE_SUFFIXES, check_image, exif_orientation, list_images
 from nbhelpers.data.records import GOOD, Region, Sample, Split
 from nbhelpers.errors import DatasetError, DatasetWarning
 
@@ -39,7 +41,10 @@ TREES: dict[str, str] = {
         "  <DATA_ROOT>/<category>/train/good/*        (normal images, any image suffix)\n"
         "  <DATA_ROOT>/<category>/test/good/*\n"
         "  <DATA_ROOT>/<category>/test/<defect>/<stem>.<ext>\n"
-        "  <DATA_ROOT>/<category>/ground_truth/<defect>/<stem>.<ext> or <stem>_mask.<ext>   (optional)"
+        "  <DATA_ROOT>/<category>/ground_truth/<defect>/<stem>.<ext> or <stem>_mask.<ext>   (optional)\n"
+        "  or, a plain folder without a train/test split (no masks; a seeded 1/3 of good/ is held back for testing):\n"
+        "  <DATA_ROOT>/<category>/good/*\n"
+        "  <DATA_ROOT>/<category>/<defect>/*        (one folder per defect type, e.g. scratch/)"
     ),
 }
 
@@ -69,6 +74,8 @@ class _Check:
             try:
                 self._sizes[path] = check_image(path)
             except DatasetError as exc:
+                if isinstance(exc.__cause__, Image.DecompressionBombError):
+                    raise
                 raise DatasetError(
                     f"{exc} (Files without an image suffix, such as .DS_Store or readme.txt, are ignored.)"
                 ) from exc
@@ -107,8 +114,20 @@ class _Check:
             raise DatasetError(
                 f"{mask}: mask is {mw}x{mh} pixels but its image {image} is {iw}x{ih}. "
                 "Expected a mask of exactly the image's size (width x height); re-export the mask "
-                "at the image's resolution or remove it."
+                f"at the image's resolution or remove it.{_exif_note(mask, image)}"
             )
+
+
+def _exif_note(*paths: Path) -> str:
+    """A sentence naming the files among ``paths`` that carry an EXIF orientation ("" when none)."""
+    tagged = [(p, o) for p in paths if (o := exif_orientation(p)) != 1]
+    if not tagged:
+        return ""
+    which = ", ".join(f"{p} has EXIF orientation {o}" for p, o in tagged)
+    return (
+        f" Note: {which}; both sizes are after applying EXIF orientation (as a photo viewer shows the "
+        "files), so draw the mask on the image as displayed, or save both without the orientation tag."
+    )
 
 
 def _sorted(samples: list[Sample]) -> list[Sample]:
@@ -138,9 +157,34 @@ def _visa_csv(root: Path) -> Path:
     return root.joinpath(*_VISA_CSV)
 
 
+def _is_category_dir(folder: Path) -> bool:
+    """True when ``folder`` itself looks like a category: it holds ``train/``, ``test/`` or ``good/``."""
+    return any((folder / name).is_dir() for name in ("train", "test", GOOD))
+
+
 def _tree_categories(root: Path) -> list[str]:
-    """Sub-folders of ``root`` that look like categories (they hold a ``train/`` folder)."""
-    return [d.name for d in _subdirs(root) if (d / "train").is_dir()]
+    """Sub-folders of ``root`` that look like categories: they hold a ``train/`` folder, or (plain
+    folder tree) a ``good/`` folder; none when ``root`` is itself a category folder."""
+    if _is_category_dir(root):
+        return [d.name for d in _subdirs(root) if (d / "train").is_dir()]
+    return [d.name for d in _subdirs(root) if (d / "train").is_dir() or (d / GOOD).is_dir()]
+
+
+def _category_folder_hint(root: Path) -> str:
+    """" <root> itself holds train/ ...: set DATA_ROOT to its parent" when ``root`` is a category folder
+    (or the train/, test/ or validation/ folder of one), else ""."""
+    if root.name in ("train", "test", "validation") and (root.parent / "train").is_dir():
+        return (
+            f" {root} looks like the {root.name}/ folder of category {root.parent.name!r}, so set DATA_ROOT to "
+            f"{root.parent.parent} (and CATEGORY to {root.parent.name!r})."
+        )
+    held = [f"{name}/" for name in ("train", GOOD) if (root / name).is_dir()]
+    if not held:
+        return ""
+    return (
+        f" {root} itself holds {' and '.join(held)}: it looks like a category folder, so set DATA_ROOT to "
+        f"{root.parent} (and CATEGORY to {root.name!r})."
+    )
 
 
 def _missing_category(root: Path, category: str, layout: str, existing: list[str]) -> DatasetError:
@@ -149,13 +193,11 @@ def _missing_category(root: Path, category: str, layout: str, existing: list[str
         have = f"Categories found under {root}: {', '.join(existing)}."
     else:
         have = (
-            f"No category was found under {root} (no sub-folder holds a train/ folder"
+            f"No category was found under {root} (no sub-folder holds a train/ or good/ folder"
             + (" and split_csv/1cls.csv lists no object" if layout == "visa" else "")
             + ")."
         )
-    hint = ""
-    if (root / "train").is_dir():
-        hint = f" {root} itself holds train/: it looks like a category folder, so set DATA_ROOT to {root.parent}."
+    hint = _category_folder_hint(root)
     if layout == "visa":
         where = f"{_visa_csv(root)} lists no object {category!r}"
     else:

@@ -11,11 +11,13 @@ from nbhelpers.data.layouts.common import (
     TREES,
     _as_root,
     _category_dir,
+    _category_folder_hint,
     _subdirs,
     _tree_categories,
     _visa_csv,
 )
-from nbhelpers.data.layouts.mvtec import read_btad, read_folder, read_mvtec_ad, read_mvtec_loco
+from nbhelpers.data.layouts.folder import read_folder
+from nbhelpers.data.layouts.mvtec import read_btad, read_mvtec_ad, read_mvtec_loco
 from nbhelpers.data.layouts.visa import _visa_rows, read_visa
 from nbhelpers.data.records import GOOD, Split
 from nbhelpers.data.synth import check_version
@@ -42,8 +44,9 @@ def detect_layout(root: str | Path, category: str | None = None) -> str:
     In order: ``<root>/<category>/defects_config.json`` -> ``mvtec_loco``; ``<root>/split_csv/1cls.csv``
     -> ``visa``; ``<root>/<category>/train/ok`` -> ``btad``; ``<root>/<category>/train/good`` plus
     ``ground_truth`` with MVTec AD's names (only ``.png`` files, masks ``<stem>_mask.png``) ->
-    ``mvtec_ad``; otherwise ``folder`` (masks optional). Without a category the first category
-    folder decides. Only file names are looked at.
+    ``mvtec_ad``; otherwise ``folder`` (masks optional; also a plain ``<category>/good/`` plus one
+    folder per defect type). Without a category the first category folder decides. Only file names
+    are looked at.
     """
     root = _as_root(root)
     if category is None:
@@ -71,13 +74,35 @@ def _mvtec_names(cat: Path) -> bool:
 
 def list_categories(root: str | Path, layout: str = "auto") -> list[str]:
     """Sorted category names under ``root``: the ``object`` values of VisA's csv, else the
-    sub-folders that hold a ``train/`` folder."""
+    sub-folders that hold a ``train/`` folder or (plain folder tree) a ``good/`` folder; ``[]`` when
+    there is none (see :func:`require_categories`)."""
     _check_layout(layout)
     root = _as_root(root)
     if layout == "visa" or (layout == "auto" and _visa_csv(root).is_file()):
         _, rows = _visa_rows(root)
         return sorted({r["object"] for _, r in rows if r["object"]})
     return _tree_categories(root)
+
+
+def require_categories(root: str | Path, layout: str = "auto") -> list[str]:
+    """:func:`list_categories`, with one :class:`DatasetError` when ``root`` holds no category.
+
+    The message names ``root``, says when it is itself a category folder, and quotes the expected
+    tree of ``layout`` (for ``auto``: the folder tree, which includes the plain folder).
+    """
+    found = list_categories(root, layout)
+    if found:
+        return found
+    root_path = _as_root(root)
+    if layout == "visa" or (layout == "auto" and _visa_csv(root_path).is_file()):
+        why = f"{_visa_csv(root_path)} lists no object"
+    else:
+        why = "no sub-folder holds a train/ or good/ folder"
+    shown = layout if layout in TREES else "folder; the other layouts' trees are in data/README.md"
+    raise DatasetError(
+        f"{root_path}: no category found ({why}).{_category_folder_hint(root_path)} Expected tree "
+        f"({shown}):\n{TREES.get(layout, TREES['folder'])}"
+    )
 
 
 def load_split(root: str | Path, category: str, layout: str = "auto", validate: bool = True) -> Split:
@@ -102,12 +127,13 @@ def load_split(root: str | Path, category: str, layout: str = "auto", validate: 
         if not is_visa:
             _category_dir(root_path, category, "auto")
         layout = detect_layout(root_path, category)
-        train_good = root_path / category / "train" / GOOD
-        if layout == "folder" and not train_good.is_dir():
+        cat = root_path / category
+        train_good = cat / "train" / GOOD
+        if layout == "folder" and not train_good.is_dir() and not (cat / GOOD).is_dir():
             raise DatasetError(
-                f"{root_path / category}: cannot detect the dataset layout: found none of "
+                f"{cat}: cannot detect the dataset layout: found none of "
                 f"{_LOCO_CONFIG} (mvtec_loco), {Path(*_VISA_CSV)} under DATA_ROOT (visa), train/ok (btad), "
-                f"train/good (mvtec_ad or folder); {train_good} is missing. Expected e.g. the folder "
-                f"tree:\n{TREES['folder']}\nor pass LAYOUT explicitly ({', '.join(LAYOUTS)})."
+                f"train/good (mvtec_ad or folder), good/ (plain folder); {train_good} is missing. Expected "
+                f"e.g. the folder tree:\n{TREES['folder']}\nor pass LAYOUT explicitly ({', '.join(LAYOUTS)})."
             )
     return LAYOUTS[layout](root_path, category, validate=validate)  # type: ignore[call-arg]

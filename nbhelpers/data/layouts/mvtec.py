@@ -1,13 +1,12 @@
-"""Readers of the MVTec AD, BTAD, folder and MVTec LOCO AD layouts."""
+"""Readers of the MVTec AD, BTAD and MVTec LOCO AD layouts."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from nbhelpers.data.io import list_images
+from nbhelpers.data.io import list_images, open_image
 from nbhelpers.data.layouts.common import (
     _LOCO_CONFIG,
     TREES,
@@ -66,24 +65,6 @@ def read_btad(root: str | Path, category: str, validate: bool = True) -> Split:
     )
 
 
-def read_folder(root: str | Path, category: str, validate: bool = True) -> Split:
-    """Read a team's own data laid out like MVTec AD, with any image suffix and optional masks.
-
-    Expected tree::
-
-        <root>/<category>/train/good/*                         (normal images: png/jpg/bmp/tif/webp)
-        <root>/<category>/test/good/*
-        <root>/<category>/test/<defect>/<stem>.<ext>
-        <root>/<category>/ground_truth/<defect>/<stem>.<ext>   (optional; or <stem>_mask.<ext>)
-
-    A plain folder of images is not enough: ``train/good`` is required. ``Split.has_masks`` tells
-    whether every anomalous image has a mask.
-    """
-    return _read_tree(
-        root, category, "folder", GOOD, lambda stem: (stem, f"{stem}_mask"), require_masks=False, validate=validate
-    )
-
-
 def _loco_config(path: Path) -> dict[int, tuple[str, float, bool]]:
     """``pixel_value -> (defect_name, saturation_threshold, relative_saturation)``."""
     expected = (
@@ -116,14 +97,7 @@ def _loco_config(path: Path) -> dict[int, tuple[str, float, bool]]:
 
 def _mask_value(path: Path) -> int | None:
     """Most frequent non-zero pixel value of a mask (``None`` when it is all zero)."""
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(
-            f"{path}: cannot be read as an image ({exc}). Expected a readable PNG mask filled with "
-            "its defect's pixel_value; replace or delete it."
-        ) from exc
+    arr = np.asarray(open_image(path))
     if arr.ndim == 3:
         arr = arr[..., 0]
     values, counts = np.unique(arr[arr != 0], return_counts=True)

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from nbhelpers.data.synth.categories import CATEGORIES, PlannedFile, category_plan, render_sample
 from nbhelpers.data.synth.spec import CategorySpec, DefectType, KINDS, LOGICAL, MANIFEST, STRUCTURAL, SYNTH_PRESETS, VERSION
-from nbhelpers.data.synth.writer import check_version, dataset_tag, ensure, generate, load_manifest
+from nbhelpers.data.synth.writer import check_version, dataset_tag, ensure, generate, load_manifest, plan
 
 __all__ = [
     "CATEGORIES",
@@ -68,6 +68,7 @@ __all__ = [
     "ensure",
     "generate",
     "load_manifest",
+    "plan",
     "render_sample",
     "VERSION",
     "LOGICAL",

@@ -13,6 +13,7 @@ from PIL import Image
 from nbhelpers.data.synth.categories import CATEGORIES, _counts, _params, _resolve, category_plan, render_sample
 from nbhelpers.data.synth.spec import MANIFEST, VERSION, CategorySpec
 from nbhelpers.errors import DatasetError
+from nbhelpers.outputs import write_text_atomic
 from nbhelpers.progress import progress as _progress
 
 
@@ -103,9 +104,43 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out / MANIFEST)
+    """Write ``synthad.json`` atomically, and only when its content changes."""
+    text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+    path = out / MANIFEST
+    if not (path.is_file() and path.read_text(encoding="utf-8") == text):
+        write_text_atomic(path, text)
+
+
+def plan(out: str | Path, categories: list[str] | str | None = None, preset: str = "cpu", seed: int = 0,
+         overwrite: bool = False, **overrides: int) -> tuple[list[str], list[str]]:
+    """``(to write, to keep)``: which categories :func:`generate` with the same arguments writes and
+    which it leaves as they are (folders that exist, written by this :data:`VERSION` with the same seed
+    and settings, or of unknown origin).
+
+    Raises:
+        DatasetError: without ``overwrite``, a category folder exists that SynthAD wrote with another
+            seed or preset settings (keeping it would leave files that do not match the request; the
+            message names each one with its seed and preset). Nothing is written.
+    """
+    params = _params(preset, overrides)
+    out = Path(out).expanduser()
+    entries = (_read_manifest(out / MANIFEST) or {}).get("categories", {})
+    write, keep, other = [], [], []
+    for name in _resolve(categories):
+        entry = entries.get(name)
+        exists, outdated = (out / name).is_dir(), _outdated(entry)
+        if not exists or overwrite or outdated:
+            write.append(name)
+            continue
+        keep.append(name)
+        if isinstance(entry, dict) and not entry.get("unverified") and (entry.get("seed") != seed
+                                                                          or entry.get("params") != params):
+            other.append(f"{name} (seed {entry.get('seed')}, preset {entry.get('preset')})")
+    if other:
+        raise DatasetError(f"{out}: {', '.join(other)} already written with other settings than --seed {seed} "
+                           f"--preset {preset}; nothing was changed. Pass --overwrite to regenerate them, or "
+                           "choose another --out.")
+    return write, keep
 
 
 def generate(out: str | Path, categories: list[str] | str | None = None, preset: str = "cpu", seed: int = 0,
@@ -119,8 +154,9 @@ def generate(out: str | Path, categories: list[str] | str | None = None, preset:
         preset: a key of :data:`SYNTH_PRESETS` (``smoke``, ``cpu``, ``paper``).
         seed: the same seed gives byte-identical files.
         overwrite: regenerate categories whose folder exists; with ``False`` they are skipped
-            (their manifest entry is kept), except SynthAD categories of another :data:`VERSION`,
-            which are always regenerated (never mixed with current ones).
+            (their manifest entry is kept) when SynthAD wrote them with the same seed and settings or
+            they are of unknown origin, refused when it wrote them with other ones (see :func:`plan`),
+            and always regenerated when another :data:`VERSION` wrote them (never mixed with current ones).
         progress: show a progress bar per category.
         **overrides: replace preset values (``size``, ``n_train``, ``n_val``, ``n_test_good``,
             ``n_test_per_defect``).
@@ -130,30 +166,38 @@ def generate(out: str | Path, categories: list[str] | str | None = None, preset:
 
     Raises:
         ConfigError: unknown category, preset or setting (the message lists the valid ones).
+        DatasetError: ``out`` is a file, or a category exists with other settings (see :func:`plan`).
     """
     params = _params(preset, overrides)
-    names = _resolve(categories)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a folder; expected the SynthAD output folder.")
+    write, keep = plan(out, categories, preset, seed, overwrite, **overrides)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = _read_manifest(out / MANIFEST) or {}
-    entries: dict[str, Any] = dict(manifest.get("categories", {}))
-    manifest = {"name": "SynthAD", "version": VERSION, "seed": int(seed), "size": params["size"],
-                "preset": preset, "params": params, "categories": entries}
-    for name in names:
+    entries: dict[str, Any] = dict((_read_manifest(out / MANIFEST) or {}).get("categories", {}))
+    for name in keep:  # an unknown origin is marked for ensure()
         spec = CATEGORIES[name]
-        exists = (out / name).is_dir()
-        outdated = _outdated(entries.get(name))
-        if exists and not overwrite and not outdated:  # keep its entry; an unknown origin is marked for ensure()
-            entries.setdefault(name, {"kind": spec.kind, "layout": spec.layout, "defects": spec.defects,
-                                      "description": spec.description, "unverified": True})
-        else:
-            _write_category(out, spec, params, seed, progress)
-            entries[name] = _entry(spec, params, seed, preset)
-        manifest["categories"] = {n: entries[n] for n in CATEGORIES if n in entries}
-        _write_manifest(out, manifest)
+        entries.setdefault(name, {"kind": spec.kind, "layout": spec.layout, "defects": spec.defects,
+                                  "description": spec.description, "unverified": True})
+    for name in [*write, None]:
+        if name is not None:
+            _write_category(out, CATEGORIES[name], params, seed, progress)
+            entries[name] = _entry(CATEGORIES[name], params, seed, preset)
+        _write_manifest(out, _manifest({n: entries[n] for n in CATEGORIES if n in entries}))
     return out
+
+
+def _manifest(entries: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of ``entries``; its top-level ``seed``, ``preset``, ``size`` and ``params`` are those
+    every SynthAD-written category shares, left out where they differ (each entry holds its own)."""
+    written = [e for e in entries.values() if not e.get("unverified")]
+    shared = {}
+    for key, pick in (("seed", lambda e: e.get("seed")), ("preset", lambda e: e.get("preset")),
+                      ("size", lambda e: (e.get("params") or {}).get("size")), ("params", lambda e: e.get("params"))):
+        values = [pick(e) for e in written]
+        if values and all(v == values[0] for v in values):
+            shared[key] = values[0]
+    return {"name": "SynthAD", "version": VERSION, **shared, "categories": entries}
 
 
 def _outdated(entry: Any) -> bool:

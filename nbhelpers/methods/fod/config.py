@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from nbhelpers.errors import ConfigError
 from nbhelpers.methods.base import MethodConfig
+from nbhelpers.methods.fields import Range
 
 EPS = 1e-4  # inside the logarithms of the divergence and entropy (official code)
 
@@ -69,8 +70,12 @@ class Config(MethodConfig):
                       d_model=(256, 512), heads=8),
     }
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "d_model": Range(4), "heads": Range(1), "n_layers": Range(1), "ffn_ratio": Range(1),
+        "grad_clip": Range(0, open_low=True)}
+
     def __post_init__(self) -> None:
-        self.d_model = tuple(int(d) for d in self.d_model)
+        super().__post_init__()
         if len(self.d_model) != len(self.layers):
             raise ConfigError(f"FOD: d_model {self.d_model} needs one value per backbone level {self.layers}.")
         bad = [d for d in self.d_model if d % self.heads or d % 4]

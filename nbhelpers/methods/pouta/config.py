@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nbhelpers.methods.base import MethodConfig
+from nbhelpers.methods.fields import Range
 
 #: Number of feature levels of the reconstructive encoder / decoder (F_E1..F_E4, F_D4..F_D1).
 LEVELS = 4
@@ -58,6 +59,11 @@ class Config(MethodConfig):
     samples_per_epoch: int = 64
     lr_milestones: tuple[float, ...] = (0.8, 0.9)
     lr_gamma: float = 0.2
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "base_width": Range(1), "contrast_ratio": Range(0, open_low=True), "unet_base_width": Range(1),
+        "focal_alpha": Range(0, 1), "score_pool": Range(1), "anomaly_prob": Range(0, 1), "beta_range": Range(0, 1),
+        "rotate_prob": Range(0, 1), "lr_milestones": Range(0, 1), "lr_gamma": Range(0, open_low=True)}
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
         "smoke": dict(image_size=64, batch_size=4, epochs=2, progress=False, score_pool=7, samples_per_epoch=8),

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from nbhelpers.methods.base import MethodConfig
+from nbhelpers.methods.fields import Range
 
 
 @dataclass
@@ -62,6 +63,10 @@ class Config(MethodConfig):
     textures: str | None = None
     epochs: int = 10
     batch_size: int = 16
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "prototype_ratio": Range(0, open_low=True), "kmeans_iters": Range(1), "msa_depth": Range(1),
+        "patch_divisors": Range(1), "focal_alpha": Range(0, 1), "top_k": Range(1), "hoa_prob": Range(0, 1)}
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
         "smoke": dict(image_size=64, batch_size=8, epochs=2, progress=False, kmeans_iters=20, seen_anomalies=2),

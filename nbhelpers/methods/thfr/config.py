@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from nbhelpers.errors import ConfigError
 from nbhelpers.methods.base import MethodConfig
+from nbhelpers.methods.fields import Range
 
 # MVTec AD settings of the paper (§4.1); the ``paper`` preset holds the MVTec LOCO ones.
 PAPER_MVTEC_AD = {"n_candidates": 6, "sigma": 4.0}
@@ -72,12 +73,14 @@ class Config(MethodConfig):
                       sigma=2.0, relation_dim=256, decoder_blocks=3, decoder_min_width=0, vis_epochs=100),
     }
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "n_candidates": Range(1), "bank_ratio": Range(0, 1, open_low=True), "projection_dim": Range(1),
+        "relation_dim": Range(1), "lbn_blocks": Range(1), "decoder_blocks": Range(1), "adam_betas": Range(0, 1),
+        "vis_epochs": Range(1), "vis_lr": Range(0, open_low=True), "vis_width": Range(1)}
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not (self.use_global or self.use_local):
             raise ConfigError("THFR needs at least one bottleneck: set use_global or use_local to True.")
         if self.use_relation and not self.use_template:
             raise ConfigError("use_relation=True needs use_template=True (the relation is between input and template).")
-        if self.n_candidates < 1 or not 0 < self.bank_ratio <= 1:
-            raise ConfigError(f"n_candidates must be >= 1 and bank_ratio in (0, 1]; got {self.n_candidates}, "
-                              f"{self.bank_ratio}.")
-        self.adam_betas = tuple(self.adam_betas)
