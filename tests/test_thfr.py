@@ -16,8 +16,9 @@ from nbhelpers.methods.thfr import (
     FeatureVisualizer,
     TemplateBank,
     THFRNet,
-    align_template,
+    TemplateAlignment,
     anomaly_map,
+    by_layout,
     draw_template,
     image_nns,
     relation_feature,
@@ -43,14 +44,18 @@ def test_shapes_at_every_stage(name):
         assert net.gbn(feats[-1]).shape == (2, c, g, g)
         z = net.lbn(feats)
         assert z.shape == (2, c, g, g)
-        aligned = align_template(tpl, g)
-        assert aligned.shape == (2, sum(backbone.channels), g, g)
+        deep, levels = backbone.channels[-1], len(backbone.channels)
+        own_g, own_l = net.gbn_template(tpl, g), net.lbn_template(tpl, g)  # each branch its own levels
+        assert own_g.shape == (2, deep, g, g) and own_l.shape == (2, deep * levels, g, g)
+        pooled = TemplateAlignment(backbone.channels, backbone.reductions, 2 * backbone.reductions[-1],
+                                   range(levels), deep, "pooled")
+        assert pooled(tpl, g).shape == (2, sum(backbone.channels), g, g)
         assert net.gbn_compensation.input_embedding(z).shape[1] == c  # GBN branch: C_i = C
-        assert net.gbn_compensation.template_embedding(aligned).shape[1] == 1  # C_t = 1
+        assert net.gbn_compensation.template_embedding(own_g).shape[1] == 1  # C_t = 1
         assert net.lbn_compensation.input_embedding(z).shape[1] == 1  # LBN branch: C_i = 1
-        assert net.lbn_compensation.template_embedding(aligned).shape[1] == c  # C_t = C
-        assert net.lbn_compensation.relation(z, aligned).shape == (2, 2 * g * g, g, g)
-        assert net.lbn_compensation(z, aligned).shape == (2, c, g, g)
+        assert net.lbn_compensation.template_embedding(own_l).shape[1] == c  # C_t = C
+        assert net.lbn_compensation.relation(z, own_l).shape == (2, 2 * g * g, g, g)
+        assert net.lbn_compensation(z, own_l).shape == (2, c, g, g)
         assert net.compress(feats, tpl).shape == (2, c, g, g)
         restored = net(feats, tpl)
     assert [r.shape for r in restored] == [f.shape for f in feats]
@@ -137,7 +142,8 @@ def test_config_validation_and_presets():
     for preset in PRESET_NAMES:
         assert get_config("thfr", preset).image_size > 0
     paper = get_config("thfr", "paper")
-    assert (paper.backbone, paper.layers, paper.lr, paper.epochs, paper.batch_size) == ("wide_resnet50_2", (1, 2, 3), 0.005, 200, 16)
+    assert (paper.backbone, paper.layers, paper.lr, paper.epochs, paper.batch_size) == \
+        ("wide_resnet50_2.tv_in1k", (1, 2, 3), 0.005, 200, 16)
     with pytest.raises(ConfigError, match="bottleneck"):
         get_config("thfr", "smoke", use_global=False, use_local=False)
     with pytest.raises(ConfigError, match="use_template"):
@@ -213,3 +219,81 @@ def test_line_plot_figure():
     assert len(ax.lines) == 2 and ax.get_xscale() == "log" and ax.get_legend() is not None
     with pytest.raises(ValueError, match="x values"):
         viz.line_plot({"bad": ([1, 2], [1])})
+
+
+# ------------------------------------------------------------------ paper components: swapped or removed, a test fails
+@pytest.fixture(scope="module")
+def tiny_net():
+    backbone = FeatureExtractor("efficientnet_lite0", (1, 2, 3), weights=None).eval()
+    torch.manual_seed(0)
+    net = THFRNet(backbone.channels, backbone.reductions, 64, Config.from_preset("smoke", weights=None)).eval()
+    return backbone, net
+
+
+def test_template_changes_the_restoration_through_both_branches(tiny_net):
+    backbone, net = tiny_net
+    feats, tpl_a, tpl_b = _features(backbone), _features(backbone, seed=1), _features(backbone, seed=2)
+    with torch.no_grad():
+        a, b = net(feats, tpl_a), net(feats, tpl_b)
+        assert all(not torch.allclose(x, y) for x, y in zip(a, b))  # the template reaches every level
+        z = net.lbn(feats)
+        for level in range(3):  # the LBN branch sees every template level, the GBN branch the deepest only
+            changed = [t.clone() for t in tpl_a]
+            changed[level] = changed[level] + 1.0
+            assert not torch.allclose(net.lbn_compensation(z, net.lbn_template(changed, net.grid)),
+                                      net.lbn_compensation(z, net.lbn_template(tpl_a, net.grid)))
+            same = torch.allclose(net.gbn_template(changed, net.grid), net.gbn_template(tpl_a, net.grid))
+            assert same == (level < 2)
+    target = restoration_loss(feats, a)
+    assert float(restoration_loss(feats, b)) != pytest.approx(float(target))  # another template, another loss
+
+
+def test_template_alignment_is_learned_not_pooled(tiny_net):
+    backbone, net = tiny_net
+    tpl = _features(backbone, seed=1)
+    pooled = TemplateAlignment(backbone.channels, backbone.reductions, 32, range(3), backbone.channels[-1], "pooled")
+    expected = torch.cat([F.adaptive_avg_pool2d(t, net.grid) for t in tpl], 1)
+    torch.testing.assert_close(pooled(tpl, net.grid), expected)  # the ablation: average pooling
+    learned = sum(p.numel() for p in net.lbn_template.parameters())
+    assert learned > 0 and sum(p.numel() for p in pooled.parameters()) == 0
+    assert get_config("thfr", "cpu").template_align == "conv"
+
+
+def test_global_bottleneck_pools_by_maximum(tiny_net):
+    backbone, net = tiny_net
+    reformed = net.gbn.reform(_features(backbone)[-1])
+    torch.testing.assert_close(net.gbn.pool(reformed), reformed.amax(dim=(2, 3), keepdim=True))
+
+
+def test_n_and_sigma_follow_the_layout(synth_root):
+    cfg = get_config("thfr", "cpu")
+    assert by_layout(cfg, "mvtec_loco") == (1, 2.0) and by_layout(cfg, "mvtec_ad") == (6, 4.0)
+    assert by_layout(get_config("thfr", "paper"), "mvtec_loco") == (1, 2.0)
+    assert by_layout(get_config("thfr", "cpu", n_candidates=3, sigma=1.0), "mvtec_loco") == (3, 1.0)  # overridable
+    for category, layout, expected in (("nuts", "mvtec_loco", (1, 2.0)), ("grass", "mvtec_ad", (6, 4.0))):
+        split = load_split(synth_root, category)
+        assert {s.layout for s in split.train} == {layout}
+        model = create("thfr", "smoke", device="cpu", epochs=1)
+        model.on_fit_start(split.train, None, None)
+        assert (model.n_candidates, model.sigma) == expected
+        assert model._candidates.shape == (len(split.train), expected[0])
+
+
+def test_inference_uses_the_single_nearest_template(fitted):
+    split, model = fitted
+    batch = next(iter(model.loader(split.test[:4])))
+    res = model.predict(batch)
+    deepest = model.backbone(batch["image"])[-1].flatten(1)
+    cos = F.normalize(deepest, dim=1) @ F.normalize(model.bank.features[-1].flatten(1), dim=1).T
+    assert res.extras["template_index"].tolist() == cos.argmax(1).tolist()  # n = 1 at inference (§3.2)
+
+
+def test_paper_preset_names_the_weights_the_paper_used():
+    """RD4AD, on which THFR builds, used torchvision's ImageNet WideResNet-50: timm's ``tv_in1k`` tag
+    (its own registry, offline), not timm's default recipe of ``wide_resnet50_2``."""
+    from timm.models import get_pretrained_cfg
+
+    paper = get_config("thfr", "paper")
+    cfg = get_pretrained_cfg(paper.backbone)
+    assert paper.weights == "timm" and cfg is not None
+    assert cfg.url.startswith("https://download.pytorch.org/models/wide_resnet50_2-")

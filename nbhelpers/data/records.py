@@ -40,6 +40,8 @@ class Sample:
         category: dataset category (e.g. ``"bottle"`` or ``"grass"``).
         regions: ground-truth regions; their union is the pixel mask. Empty for normal images and
             for anomalous images whose dataset ships no mask.
+        layout: the reader that produced it (``mvtec_loco``, ``mvtec_ad``, ...; set by ``load_split``),
+            so that a method can follow the dataset kind (e.g. THFR's ``n`` and ``sigma``).
     """
 
     image: Path
@@ -47,6 +49,7 @@ class Sample:
     defect: str = GOOD
     category: str = ""
     regions: tuple[Region, ...] = ()
+    layout: str = ""
 
     @property
     def has_mask(self) -> bool:

@@ -1,6 +1,7 @@
 """Layout detection and the one entry point load_split."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
@@ -136,4 +137,7 @@ def load_split(root: str | Path, category: str, layout: str = "auto", validate: 
                 f"train/good (mvtec_ad or folder), good/ (plain folder); {train_good} is missing. Expected "
                 f"e.g. the folder tree:\n{TREES['folder']}\nor pass LAYOUT explicitly ({', '.join(LAYOUTS)})."
             )
-    return LAYOUTS[layout](root_path, category, validate=validate)  # type: ignore[call-arg]
+    split = LAYOUTS[layout](root_path, category, validate=validate)  # type: ignore[call-arg]
+    for part in ("train", "val", "test"):  # every record knows its reader
+        setattr(split, part, [dataclasses.replace(s, layout=split.layout) for s in getattr(split, part)])
+    return split

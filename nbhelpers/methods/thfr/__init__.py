@@ -30,7 +30,7 @@ projection (EfficientNet features are signed), and Adam uses RD4AD's betas (0.5,
 """
 from __future__ import annotations
 
-from nbhelpers.methods.thfr.config import PAPER_MVTEC_AD, Config
+from nbhelpers.methods.thfr.config import BY_LAYOUT, Config, by_layout
 from nbhelpers.methods.thfr.loss import anomaly_map, restoration_loss
 from nbhelpers.methods.thfr.method import THFR
 from nbhelpers.methods.thfr.modules import (
@@ -41,7 +41,7 @@ from nbhelpers.methods.thfr.modules import (
     RestorationDecoder,
     TemplateCompensation,
     THFRNet,
-    align_template,
+    TemplateAlignment,
     relation_feature,
     res_block,
 )
@@ -58,11 +58,12 @@ __all__ = [
     "RestorationDecoder",
     "FeatureVisualizer",
     "TemplateBank",
-    "PAPER_MVTEC_AD",
+    "BY_LAYOUT",
+    "by_layout",
     "image_nns",
     "draw_template",
     "relation_feature",
-    "align_template",
+    "TemplateAlignment",
     "restoration_loss",
     "anomaly_map",
     "res_block",

@@ -16,7 +16,7 @@ from nbhelpers.distributed import computed_once
 from nbhelpers.errors import ConfigError
 from nbhelpers.maps import max_score
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, Paper, SizeRule, register
-from nbhelpers.methods.thfr.config import Config
+from nbhelpers.methods.thfr.config import Config, by_layout
 from nbhelpers.methods.thfr.loss import anomaly_map, restoration_loss
 from nbhelpers.methods.thfr.modules import FeatureVisualizer, THFRNet
 from nbhelpers.methods.thfr.template_bank import TemplateBank, draw_template
@@ -66,6 +66,8 @@ class THFR(AnomalyMethod):
         self._candidates: torch.Tensor | None = None  # long[N, n]: the Eq. 1 candidates of each bank entry
         self._generator = torch.Generator(device=self.device)  # draws the template among them
         self.visualizer_result = TrainResult()  # losses of fit_visualizer
+        self.n_candidates: int | None = None  # Eq. 1's n and the map's sigma, set by fit from the layout
+        self.sigma: float | None = None
 
     # ----- features ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -90,12 +92,14 @@ class THFR(AnomalyMethod):
 
     def on_fit_start(self, train: Sequence[Sample], val: Sequence[Sample] | None,
                      anomalies: Sequence[Sample] | None) -> None:
-        """Build the bank of ``train`` and the Eq. 1 candidates: the ``n`` nearest *other* training images."""
+        """Build the bank of ``train`` and the Eq. 1 candidates: the ``n`` nearest *other* training images,
+        with ``n`` and the map's ``sigma`` following the training images' layout (:func:`by_layout`)."""
         cfg = self.config
         if len(train) < 2 and cfg.use_template:
             raise ConfigError("THFR needs at least 2 training images (a template must differ from its input).")
+        self.n_candidates, self.sigma = by_layout(cfg, train[0].layout)
         self.bank = computed_once(lambda: self.build_bank(train), self.device)
-        self._candidates = self.bank.candidates(cfg.n_candidates) if cfg.use_template else None
+        self._candidates = self.bank.candidates(self.n_candidates) if cfg.use_template else None
         self._generator.manual_seed(cfg.seed)
 
     def training_step(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -168,12 +172,13 @@ class THFR(AnomalyMethod):
     def predict(self, batch: dict) -> AnomalyResult:
         """Anomaly maps (Eq. 5, smoothed) and image scores (map maximum) of a batch.
 
+        Inference retrieves one template per image (n = 1, §3.2) and smooths with the ``sigma`` fit chose.
         ``extras``: ``template_index`` (long[B]), ``template_similarity`` (float[B]), ``template_path``
         (list[str]) and ``level_maps`` (per level ``float[B,H_k,W_k]``, Eq. 4).
         """
         images = to_device(batch["image"], self.device)
         out = self.restore(images)
-        maps, levels = anomaly_map(out["features"], out["restored"], images.shape[-2:], self.config.sigma)
+        maps, levels = anomaly_map(out["features"], out["restored"], images.shape[-2:], self.sigma)
         paths = self._require_bank().paths
         return AnomalyResult(scores=max_score(maps), maps=maps, extras={
             "template_index": out["template_index"], "template_similarity": out["template_similarity"],
@@ -192,8 +197,8 @@ class THFR(AnomalyMethod):
     def state_dict(self) -> dict[str, Any]:
         bank = self._require_bank()
         state: dict[str, Any] = {"net": self.net.state_dict(), "bank_features": [f.cpu() for f in bank.features],
-                                 "bank_paths": list(bank.paths),
-                                 "visualizer_result": asdict(self.visualizer_result)}
+                                 "bank_paths": list(bank.paths), "n_candidates": self.n_candidates,
+                                 "sigma": self.sigma, "visualizer_result": asdict(self.visualizer_result)}
         if self.visualizer is not None:
             state["visualizer"] = self.visualizer.state_dict()
         return state
@@ -202,6 +207,7 @@ class THFR(AnomalyMethod):
         self.net.load_state_dict(state["net"])
         self.net.eval()
         self.bank = TemplateBank([f.to(self.device) for f in state["bank_features"]], list(state["bank_paths"]))
+        self.n_candidates, self.sigma = state["n_candidates"], state["sigma"]
         self.visualizer_result = TrainResult(**state.get("visualizer_result", {}))
         self.visualizer = None
         if "visualizer" in state:

@@ -32,6 +32,13 @@ def _log2(ratio: float, what: str) -> int:
     return int(steps)
 
 
+def strided_alignment(in_channels: int, out_channels: int, steps: int) -> nn.Sequential:
+    """``steps`` stride-2 3x3 conv-BN-ReLU blocks: a level brought ``2^steps`` times closer to a deeper
+    grid (RD4AD's one-class embedding). ``float[B,in,H,W] -> float[B,out,H/2^s,W/2^s]``."""
+    return nn.Sequential(*[conv_bn_relu(in_channels if i == 0 else out_channels, out_channels, 3, 2)
+                           for i in range(steps)])
+
+
 class GlobalBottleneck(nn.Module):
     """GBN (§3.1): ResBlock on the deepest level, global max pooling to ``Z_GBN`` (``1 x 1 x C``),
     then 2x2 stride-2 deconvolutions back up to the bottleneck grid.
@@ -62,8 +69,7 @@ class LocalBottleneck(nn.Module):
         deep = channels[-1]
         self.align = nn.ModuleList()
         for c, r in zip(channels[:-1], reductions[:-1]):
-            steps = _log2(reductions[-1] / r, "the ratio of level strides")
-            self.align.append(nn.Sequential(*[conv_bn_relu(c if i == 0 else deep, deep, 3, 2) for i in range(steps)]))
+            self.align.append(strided_alignment(c, deep, _log2(reductions[-1] / r, "the ratio of level strides")))
         self.fuse = nn.Sequential(res_block(deep * len(channels), out_channels, stride=2),
                                   *[res_block(out_channels, out_channels) for _ in range(blocks - 1)])
 
@@ -142,10 +148,41 @@ class TemplateCompensation(nn.Module):
         return self.fuse(torch.cat(parts, dim=1))
 
 
-def align_template(template: Sequence[torch.Tensor], grid: int) -> torch.Tensor:
-    """The template's levels average-pooled to the bottleneck grid and concatenated (uncompressed
-    channels). ``list[float[B,C_k,H_k,W_k]] -> float[B,sum C_k,g,g]``."""
-    return torch.cat([F.adaptive_avg_pool2d(t, grid) for t in template], dim=1)
+class TemplateAlignment(nn.Module):
+    """The template levels one bottleneck branch is compensated with, brought to the bottleneck grid
+    (Fig. 4 compensates at the compressed feature's size).
+
+    ``"conv"`` (the paper's reading): each branch gets the template at *its own* levels — the global
+    bottleneck the deepest level (it compresses ``I_K`` only), the local bottleneck every level (it
+    compresses them all) — each level aligned by learned stride-2 convolutions to ``width`` channels
+    (:func:`strided_alignment`, as the local bottleneck aligns the input), so the details of the
+    shallow levels reach the LBN branch. ``"pooled"`` (the ablation, this collection's first version):
+    every level average-pooled to the grid, the same tensor for both branches.
+
+    Args:
+        levels: indices of the backbone levels used (deepest last).
+        grid_reduction: stride of the bottleneck grid (``2 x`` the deepest stride).
+
+    ``list[float[B,C_k,H_k,W_k]] (all levels) -> float[B,out_channels,g,g]``.
+    """
+
+    def __init__(self, channels: Sequence[int], reductions: Sequence[int], grid_reduction: int,
+                 levels: Sequence[int], width: int, mode: str = "conv") -> None:
+        super().__init__()
+        self.levels = tuple(levels)
+        self.align = None
+        self.out_channels = sum(channels[k] for k in self.levels)
+        if mode == "conv":
+            self.align = nn.ModuleList(strided_alignment(channels[k], width, _log2(grid_reduction / reductions[k],
+                                                                                   "the ratio of level strides"))
+                                       for k in self.levels)
+            self.out_channels = width * len(self.levels)
+
+    def forward(self, template: Sequence[torch.Tensor], grid: int) -> torch.Tensor:
+        picked = [template[k] for k in self.levels]
+        if self.align is None:
+            return torch.cat([F.adaptive_avg_pool2d(t, grid) for t in picked], dim=1)
+        return torch.cat([align(t) for align, t in zip(self.align, picked)], dim=1)
 
 
 class RestorationDecoder(nn.Module):
@@ -200,15 +237,23 @@ class THFRNet(nn.Module):
         _log2(self.grid, f"image_size / {grid_reduction} (the bottleneck grid)")
         self.use_template = config.use_template
         relation_dim = config.relation_dim if config.use_relation else None
-        tpl = sum(channels)
         self.gbn = GlobalBottleneck(deep, c, self.grid) if config.use_global else None
         self.lbn = LocalBottleneck(channels, reductions, c, config.lbn_blocks) if config.use_local else None
-        self.gbn_compensation = self.lbn_compensation = None
+        self.gbn_compensation = self.lbn_compensation = self.gbn_template = self.lbn_template = None
         if config.use_template:
-            if self.gbn is not None:
-                self.gbn_compensation = TemplateCompensation(c, tpl, c, 1, self.grid, relation_dim)
-            if self.lbn is not None:
-                self.lbn_compensation = TemplateCompensation(c, tpl, 1, c, self.grid, relation_dim)
+            every = range(len(channels))
+            own = {"gbn": [len(channels) - 1], "lbn": every} if config.template_align == "conv" else \
+                {"gbn": every, "lbn": every}
+            if self.gbn is not None:  # C_i = C (input semantics), C_t = 1 (template layout)
+                self.gbn_template = TemplateAlignment(channels, reductions, grid_reduction, own["gbn"], deep,
+                                                      config.template_align)
+                self.gbn_compensation = TemplateCompensation(c, self.gbn_template.out_channels, c, 1, self.grid,
+                                                             relation_dim)
+            if self.lbn is not None:  # C_i = 1 (input layout), C_t = C (template details)
+                self.lbn_template = TemplateAlignment(channels, reductions, grid_reduction, own["lbn"], deep,
+                                                      config.template_align)
+                self.lbn_compensation = TemplateCompensation(c, self.lbn_template.out_channels, 1, c, self.grid,
+                                                             relation_dim)
         branches = int(config.use_global) + int(config.use_local)
         self.fusion = nn.Sequential(conv_bn_relu(branches * c, c),
                                     *[res_block(c, c) for _ in range(config.fusion_blocks)])
@@ -219,14 +264,15 @@ class THFRNet(nn.Module):
         """Bottleneck branches, compensated by the template when enabled, fused: ``float[B,C,g,g]``."""
         if self.use_template and template is None:
             raise ValueError("THFRNet with use_template=True needs the template features.")
-        aligned = align_template(template, self.grid) if self.use_template else None
         branches = []
         if self.gbn is not None:
             z = self.gbn(features[-1])
-            branches.append(self.gbn_compensation(z, aligned) if self.gbn_compensation is not None else z)
+            branches.append(self.gbn_compensation(z, self.gbn_template(template, self.grid))
+                            if self.gbn_compensation is not None else z)
         if self.lbn is not None:
             z = self.lbn(features)
-            branches.append(self.lbn_compensation(z, aligned) if self.lbn_compensation is not None else z)
+            branches.append(self.lbn_compensation(z, self.lbn_template(template, self.grid))
+                            if self.lbn_compensation is not None else z)
         return self.fusion(torch.cat(branches, dim=1))
 
     def forward(self, features: Sequence[torch.Tensor], template: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
