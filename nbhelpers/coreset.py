@@ -20,14 +20,18 @@ def greedy_coreset(bank: torch.Tensor, ratio: float, projection_dim: int = 128, 
         feats = bank @ proj
     else:
         feats = bank
-    # squared distances via |a|^2 - 2 a.b + |b|^2: one matrix-vector product per step, no [N, D] temporaries
+    # squared distances via |a|^2 - 2 a.b + |b|^2: one matrix-vector product per step (addmv: |a|^2 - 2 a.b
+    # in one pass, exactly as the separate ops), written into two preallocated [N] buffers
     sq = (feats * feats).sum(dim=1)
     selected = torch.empty(m, dtype=torch.long, device=bank.device)
     selected[0] = int(torch.randint(n, (1,), generator=gen))
     min_dist = (sq - 2 * feats @ feats[selected[0]] + sq[selected[0]]).clamp_min_(0)
+    dist = torch.empty_like(min_dist)
     for i in range(1, m):
-        selected[i] = torch.argmax(min_dist)
-        min_dist = torch.minimum(min_dist, (sq - 2 * feats @ feats[selected[i]] + sq[selected[i]]).clamp_min_(0))
+        s = torch.argmax(min_dist)
+        selected[i] = s
+        torch.addmv(sq, feats, feats[s], alpha=-2, out=dist)
+        torch.minimum(min_dist, dist.add_(sq[s]).clamp_min_(0), out=min_dist)
     return selected
 
 
