@@ -215,7 +215,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from nbhelpers.report import render_report
 
-    out = check_output_file(args.out, "--out", ours=_is_report, overwrite=True, kind="HTML report")
+    out = check_output_file(args.out, "--out", ours=_is_report, overwrite=True, kind="HTML report",
+                            example="report.html")
     html = render_report(args.data, out, layout=args.layout, category=args.category, methods=args.method,
                          preset=args.preset, device=args.device, seed=args.seed, notebook=args.notebook)
     print(f"report written to {html}")

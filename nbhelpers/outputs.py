@@ -43,14 +43,14 @@ def check_output_folder(path: str | Path, what: str = "--out") -> Path:
 
 
 def check_output_file(path: str | Path, what: str = "--out", ours: Callable[[Path], bool] | None = None,
-                      overwrite: bool = False, kind: str = "file") -> Path:
+                      overwrite: bool = False, kind: str = "file", example: str = "model.pt") -> Path:
     """``path`` as an output file: its folder must be writable; an existing file is replaced only
     when ``ours(path)`` says this tool wrote it *and* ``overwrite`` is set.
 
     Args:
         what: how the user named the path (``"--out"``), quoted in the message.
         ours: recognises files of the kind this command writes (e.g. an nbhelpers checkpoint).
-        kind: what is written (``"checkpoint"``), for the message.
+        kind: what is written (``"checkpoint"``), for the message; example: a file name for it.
 
     Raises:
         OutputError: a folder is in the way, the folder is not writable, the file exists and is not
@@ -58,7 +58,7 @@ def check_output_file(path: str | Path, what: str = "--out", ours: Callable[[Pat
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        raise OutputError(f"{what} {path}: is a folder; give the {kind} file to write, e.g. {path / 'model.pt'}.")
+        raise OutputError(f"{what} {path}: is a folder; give the {kind} file to write, e.g. {path / example}.")
     if path.exists():
         if ours is None or not ours(path):
             raise OutputError(f"{what} {path}: exists and is not a {kind} written by nbhelpers; it is left "
