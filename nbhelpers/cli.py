@@ -19,6 +19,7 @@ checkpoints written so far are kept).
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import json
 import signal
@@ -65,14 +66,18 @@ def _categories(data: str, category: str, layout: str) -> list[str]:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    """Config overrides from ``--set key=value`` (values parsed as JSON when possible) and ``--seen-anomalies``."""
+    """Config overrides from ``--set key=value`` and ``--seen-anomalies``. A value is read as JSON
+    (``true``, ``[1,2]``, ``null``), else as a Python literal (``False``, ``(1, 2)``, ``None``), else as text."""
     out = {}
     for item in args.set or []:
         key, _, value = item.partition("=")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
-            out[key] = value
+            try:
+                out[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                out[key] = value
     if args.seen_anomalies is not None:
         out["seen_anomalies"] = args.seen_anomalies
     return out

@@ -243,3 +243,13 @@ def test_every_output_check_names_the_option(tmp_path):
         outputs.check_output_folder(tmp_path / "f", "--out")
     assert outputs.check_output_folder(tmp_path / "new" / "deeper").is_dir()
     assert not list((tmp_path / "new" / "deeper").iterdir())  # the write probe leaves nothing
+
+
+def test_set_values_read_as_json_or_python_literals():
+    from nbhelpers.cli import _overrides, build_parser
+
+    args = build_parser().parse_args(["bench", "--set", "use_local=False", "--set", "layers=(1, 2)", "--set",
+                                      "d_model=[32,32]", "--set", "weights=null", "--set", "backbone=resnet18",
+                                      "--set", "sigma=4"])
+    assert _overrides(args) == {"use_local": False, "layers": (1, 2), "d_model": [32, 32], "weights": None,
+                                "backbone": "resnet18", "sigma": 4}
