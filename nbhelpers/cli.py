@@ -200,11 +200,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from nbhelpers.methods import create, load_method
     from nbhelpers.train import CheckpointError, load_checkpoint
 
-    method = args.method or load_checkpoint(args.checkpoint).get("method")
     if args.preset is None:
         seed = {} if args.seed is None else {"seed": args.seed}
         model = load_method(args.checkpoint, device=args.device, **seed, **_overrides(args))
+        if args.method is not None and args.method != model.name:
+            raise CheckpointError(f"{args.checkpoint}: checkpoint has method={model.name!r}, expected {args.method!r}.")
     else:
+        method = args.method or load_checkpoint(args.checkpoint).get("method")
         model = create(method, args.preset, device=args.device, seed=args.seed or 0,
                        **_overrides(args)).load(args.checkpoint)
     split = load_split(args.data, args.category, layout=args.layout)

@@ -351,7 +351,12 @@ class AnomalyMethod:
             CheckpointError: not an nbhelpers checkpoint, one of another method, or one of another
                 configuration (the message names each field with both values).
         """
-        ckpt = load_checkpoint(path, expect={"method": self.name})
+        return self.load_from(load_checkpoint(path, expect={"method": self.name}), path)
+
+    def load_from(self, ckpt: dict[str, Any], path: str | Path) -> AnomalyMethod:
+        """:meth:`load` of a checkpoint already read (``path`` names it in the messages)."""
+        if ckpt.get("method") != self.name:
+            raise CheckpointError(f"{path}: checkpoint has method={ckpt.get('method')!r}, expected {self.name!r}.")
         differ = config_differences(ckpt.get("config") or {}, self.config.to_dict())
         if differ:
             listed = ", ".join(f"{k}={v[0]!r} (this model: {v[1]!r})" for k, v in differ.items())
@@ -440,4 +445,4 @@ def load_method(path: str | Path, **overrides: Any) -> AnomalyMethod:
     ckpt = load_checkpoint(path)
     cls = get(str(ckpt.get("method")))
     config = cls.config_class.from_preset("cpu", **{**(ckpt.get("config") or {}), **overrides})  # cpu = the defaults
-    return cls(config).load(path)
+    return cls(config).load_from(ckpt, path)
