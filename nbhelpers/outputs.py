@@ -6,10 +6,12 @@ with one :class:`~nbhelpers.errors.OutputError` line before it computes anything
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from nbhelpers.errors import OutputError
 
@@ -70,17 +72,25 @@ def check_output_file(path: str | Path, what: str = "--out", ours: Callable[[Pat
     return path
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``, so
-    an interruption never leaves a half-written file."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """A file handle whose content replaces ``path`` only when the block completes: it is written to a
+    temporary file in the same folder, then ``os.replace``d, so an interruption never leaves a
+    half-written file (the temporary file is removed). ``mode``: ``"w"`` (UTF-8 text) or ``"wb"``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            yield fh
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_file`)."""
+    with atomic_file(path) as fh:
+        fh.write(text)
+    return Path(path)

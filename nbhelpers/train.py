@@ -14,7 +14,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from torch import nn
 
 from nbhelpers import distributed as dist
 from nbhelpers.errors import DeviceMemoryError, NbhelpersError
+from nbhelpers.outputs import atomic_file
 from nbhelpers.progress import progress
 
 T = TypeVar("T")
@@ -45,17 +45,9 @@ class CheckpointError(NbhelpersError, ValueError):
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` with ``torch.save`` atomically: a temporary file in the same folder, then
     ``os.replace``, so an interruption never leaves a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": CHECKPOINT_FORMAT, **payload}, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_file(path, "wb") as fh:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, fh)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, expect: dict[str, Any] | None = None,
