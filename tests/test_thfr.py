@@ -23,6 +23,7 @@ from nbhelpers.methods.thfr import (
     image_nns,
     relation_feature,
     restoration_loss,
+    template_agreement,
 )
 
 
@@ -297,3 +298,17 @@ def test_paper_preset_names_the_weights_the_paper_used():
     cfg = get_pretrained_cfg(paper.backbone)
     assert paper.weights == "timm" and cfg is not None
     assert cfg.url.startswith("https://download.pytorch.org/models/wide_resnet50_2-")
+
+
+def test_template_agreement_against_loops():
+    g = torch.Generator().manual_seed(3)
+    q, t = torch.randn(2, 5, 3, 4, generator=g), torch.randn(2, 5, 3, 4, generator=g)
+    aligned, matched = template_agreement(q, t)
+    for b in range(2):
+        cos = [[float(F.cosine_similarity(q[b, :, i // 4, i % 4], t[b, :, j // 4, j % 4], dim=0)) for j in range(12)]
+               for i in range(12)]
+        assert float(aligned[b]) == pytest.approx(sum(cos[i][i] for i in range(12)) / 12, abs=1e-5)
+        assert float(matched[b]) == pytest.approx(sum(max(row) for row in cos) / 12, abs=1e-5)
+    shifted = torch.roll(q, 1, dims=3)  # the same content one position over: matched stays, aligned drops
+    a2, m2 = template_agreement(q, shifted)
+    assert torch.all(m2 > 0.99) and torch.all(a2 < 0.9)

@@ -25,7 +25,7 @@ pre-trained features into images, used to *look at* restored features (Fig. 5).
 
 There is no public code of THFR. Choices the paper leaves open (documented where they are made):
 ResBlocks are torchvision's ResNet bottleneck blocks (as RD4AD's), the template's levels are
-brought to the bottleneck grid by average pooling, each restored level gets a final 1x1
+brought to the bottleneck grid by stride-2 convolutions (:class:`TemplateAlignment`), each restored level gets a final 1x1
 projection (EfficientNet features are signed), and Adam uses RD4AD's betas (0.5, 0.999).
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ from nbhelpers.methods.thfr.modules import (
     relation_feature,
     res_block,
 )
-from nbhelpers.methods.thfr.template_bank import TemplateBank, draw_template, image_nns
+from nbhelpers.methods.thfr.template_bank import TemplateBank, draw_template, image_nns, template_agreement
 
 __all__ = [
     "Config",
@@ -61,6 +61,7 @@ __all__ = [
     "BY_LAYOUT",
     "by_layout",
     "image_nns",
+    "template_agreement",
     "draw_template",
     "relation_feature",
     "TemplateAlignment",

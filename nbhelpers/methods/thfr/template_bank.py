@@ -81,3 +81,26 @@ class TemplateBank:
 
     def to(self, device: torch.device) -> TemplateBank:
         return TemplateBank([f.to(device) for f in self.features], list(self.paths))
+
+
+def template_agreement(query: torch.Tensor, template: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How well a retrieved template lines up with its query, at one feature level (a retrieval
+    diagnostic, not part of the paper).
+
+    The restoration can copy a template's detail only where the template shows the same thing at
+    the same place. ``aligned`` is the mean over positions ``p`` of ``cos(q(p), t(p))`` (co-located
+    features); ``matched`` the mean of ``max_r cos(q(p), t(r))`` (each query position's best
+    template position anywhere, what patch matching would find). ``matched - aligned`` is large
+    when the template holds the right content in another pose (a rotated or shifted object).
+
+    Args:
+        query, template: ``float[B,C,H,W]`` features of the queries and of their templates.
+
+    Returns:
+        ``(aligned float[B], matched float[B])``.
+    """
+    q = F.normalize(query.flatten(2).float(), dim=1)  # [B, C, m]
+    t = F.normalize(template.flatten(2).float(), dim=1)
+    aligned = (q * t).sum(1).mean(1)
+    matched = torch.bmm(q.transpose(1, 2), t).amax(2).mean(1)  # [B, m, m] -> best template position per query position
+    return aligned, matched
