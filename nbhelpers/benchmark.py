@@ -24,7 +24,7 @@ from nbhelpers.data.records import Sample, Split
 from nbhelpers.data.synth import dataset_tag
 from nbhelpers.data.torchdata import load_regions
 from nbhelpers.errors import ConfigError, DatasetWarning
-from nbhelpers.methods.base import AnomalyMethod, MethodConfig, create
+from nbhelpers.methods.base import AnomalyMethod, MethodConfig, create, get_config
 from nbhelpers.metrics import LOCO_METRIC_NAMES, METRIC_NAMES, evaluate, evaluate_loco
 from nbhelpers.outputs import write_text_atomic
 from nbhelpers.provenance import data_fingerprint, run_digest
@@ -212,6 +212,35 @@ def run_benchmark(method: str, data_root: str | Path, category: str, preset: str
     again (``cached=True``, ``fit_s`` of the original fit); ``refit`` trains anyway and replaces it.
     ``split``: the category's records when already loaded (``load_split`` is then skipped).
     """
+    return fit_or_load(method, data_root, category, preset, layout, device, seed, keep_predictions,
+                       bench_dir, refit, split, **overrides)[1]
+
+
+def is_cached(method: str, split: Split, bench_dir: str | Path | None, preset: str = "cpu", device: str = "auto",
+              seed: int = 0, **overrides: Any) -> bool:
+    """Whether ``bench_dir`` holds the checkpoint of this run, so :func:`fit_or_load` would load it
+    instead of training (a notebook uses this to read resumable rows and fit only a declared subset)."""
+    if not bench_dir:
+        return False
+    config = get_config(method, preset, device=device, seed=seed, **overrides)
+    ckpt = bench_paths(bench_dir, method, config, split, preset)[1]
+    return ckpt.is_file() and ckpt.with_suffix(".json").is_file()
+
+
+def bench_command(method: str, category: str, preset: str, seed: int, data_root: str | Path, out: str | Path,
+                  overrides: dict[str, Any] | None = None) -> str:
+    """The ``nbhelpers bench`` command line that writes this run's row and fit to ``out`` (what
+    :func:`fit_or_load` with ``bench_dir=out`` and these ``overrides`` reads)."""
+    sets = "".join(f" --set {k}={v!r}" if isinstance(v, str) else f" --set {k}={v}" for k, v in (overrides or {}).items())
+    return (f"nbhelpers bench --method {method} --category {category} --preset {preset} --seed {seed} "
+            f"--data {data_root} --out {out}{sets}")
+
+
+def fit_or_load(method: str, data_root: str | Path, category: str, preset: str = "cpu", layout: str = "auto",
+                device: str = "auto", seed: int = 0, keep_predictions: bool = False,
+                bench_dir: str | Path | None = None, refit: bool = False, split: Split | None = None,
+                **overrides: Any) -> tuple[AnomalyMethod, dict[str, Any]]:
+    """:func:`run_benchmark` that also returns the fitted (or loaded) model: ``(model, row)``."""
     split = load_split(data_root, category, layout=layout) if split is None else split
     model = create(method, preset, device=device, seed=seed, **overrides)
     fingerprint = split_fingerprint(split)
@@ -219,7 +248,7 @@ def run_benchmark(method: str, data_root: str | Path, category: str, preset: str
     seen, rest = hold_out_anomalies(split, model.seen_anomalies, seed)
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(model.device)
-    row_file, ckpt = bench_paths(bench_dir, method, model.config, split, preset, fingerprint) if bench_dir is not None else (None, None)
+    row_file, ckpt = bench_paths(bench_dir, method, model.config, split, preset, fingerprint) if bench_dir else (None, None)
     cached = not refit and ckpt is not None and ckpt.is_file() and ckpt.with_suffix(".json").is_file()
     if cached:
         model.load(ckpt)
@@ -232,7 +261,7 @@ def run_benchmark(method: str, data_root: str | Path, category: str, preset: str
     row = _row(model, rest, preset, fit_s, len(seen), keep_predictions, fingerprint, run=name, cached=cached)
     if row_file is not None:
         write_text_atomic(row_file, json.dumps({k: v for k, v in row.items() if k != "predictions"}, indent=2))
-    return row
+    return model, row
 
 
 def _fmt(value: Any) -> str:

@@ -35,3 +35,22 @@ def test_demo_categories(synth_root, tmp_path):
     plain = demo_categories(tmp_path, splits)  # not SynthAD: no texture / object labels
     assert plain["texture"] is None and plain["object"] is None and plain["structural"] == "brick"
     assert demo_categories(synth_root, {})["logical"] is None
+
+
+def test_bench_command_writes_what_fit_or_load_reads(synth_root, tmp_path):
+    """A notebook prints `bench_command` for a variant it does not fit; running it makes `is_cached`
+    true and `fit_or_load` load that fit (same digest), while another override stays uncached."""
+    import shlex
+
+    from nbhelpers.benchmark import bench_command, fit_or_load, is_cached
+    from nbhelpers.cli import main
+
+    split = load_split(synth_root, "grass")
+    switches = {"coreset_ratio": 1.0}
+    assert not is_cached("baseline", split, tmp_path, "smoke", "cpu", 0, **switches)
+    command = bench_command("baseline", "grass", "smoke", 0, synth_root, tmp_path, switches)
+    assert main(shlex.split(command)[1:] + ["--device", "cpu"]) == 0
+    assert is_cached("baseline", split, tmp_path, "smoke", "cpu", 0, **switches)
+    assert not is_cached("baseline", split, tmp_path, "smoke", "cpu", 0) and not is_cached("baseline", split, "", "smoke")
+    model, row = fit_or_load("baseline", synth_root, "grass", "smoke", device="cpu", bench_dir=tmp_path, **switches)
+    assert row["cached"] and model.config.coreset_ratio == 1.0

@@ -35,7 +35,7 @@ def _features(backbone: FeatureExtractor, batch: int = 2, size: int = 64, seed: 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
 def test_shapes_at_every_stage(name):
     backbone = FeatureExtractor(name, (1, 2, 3), weights=None)
-    cfg = Config.from_preset("smoke", backbone=name, weights=None, device="cpu")
+    cfg = Config.from_preset("smoke", backbone=name, weights=None, device="cpu", use_local=True)  # G-L
     feats = _features(backbone)
     tpl = _features(backbone, seed=1)
     net = THFRNet(backbone.channels, backbone.reductions, 64, cfg).eval()
@@ -66,7 +66,7 @@ def test_shapes_at_every_stage(name):
 
 def test_gradients_reach_every_trainable_module():
     backbone = FeatureExtractor("efficientnet_lite0", (1, 2, 3), weights=None)
-    cfg = Config.from_preset("smoke", weights=None, device="cpu")
+    cfg = Config.from_preset("smoke", weights=None, device="cpu", use_local=True)  # both branches
     net = THFRNet(backbone.channels, backbone.reductions, 64, cfg).train()
     feats, tpl = _features(backbone, batch=3), _features(backbone, batch=3, seed=1)
     restoration_loss(feats, net(feats, tpl)).backward()
@@ -145,6 +145,7 @@ def test_config_validation_and_presets():
     paper = get_config("thfr", "paper")
     assert (paper.backbone, paper.layers, paper.lr, paper.epochs, paper.batch_size) == \
         ("wide_resnet50_2.tv_in1k", (1, 2, 3), 0.005, 200, 16)
+    assert paper.use_global and paper.use_local and not get_config("thfr", "cpu").use_local  # G-L vs GBN
     with pytest.raises(ConfigError, match="bottleneck"):
         get_config("thfr", "smoke", use_global=False, use_local=False)
     with pytest.raises(ConfigError, match="use_template"):
@@ -153,9 +154,10 @@ def test_config_validation_and_presets():
         create("thfr", "smoke", image_size=72, device="cpu")
 
 
-@pytest.mark.parametrize("switches", [dict(use_global=False, use_template=False, use_relation=False),
-                                      dict(use_local=False, use_template=False, use_relation=False),
-                                      dict(use_relation=False)], ids=["lbn", "gbn", "no-relation"])
+@pytest.mark.parametrize("switches", [dict(use_global=False, use_local=True, use_template=False, use_relation=False),
+                                      dict(use_template=False, use_relation=False),
+                                      dict(use_relation=False), dict(use_local=True)],
+                         ids=["lbn", "gbn", "no-relation", "g-l"])
 def test_ablation_variants_run(switches):
     backbone = FeatureExtractor("efficientnet_lite0", (1, 2, 3), weights=None)
     cfg = Config.from_preset("smoke", weights=None, device="cpu", **switches)
@@ -227,8 +229,8 @@ def test_line_plot_figure():
 def tiny_net():
     backbone = FeatureExtractor("efficientnet_lite0", (1, 2, 3), weights=None).eval()
     torch.manual_seed(0)
-    net = THFRNet(backbone.channels, backbone.reductions, 64, Config.from_preset("smoke", weights=None)).eval()
-    return backbone, net
+    net = THFRNet(backbone.channels, backbone.reductions, 64, Config.from_preset("smoke", weights=None, use_local=True)).eval()
+    return backbone, net  # the G-L bottleneck of the paper: both branches
 
 
 def test_template_changes_the_restoration_through_both_branches(tiny_net):
