@@ -1,5 +1,7 @@
 """THFR: shapes, gradients, template search, relation feature, loss, maps, training, persistence."""
+import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from nbhelpers.backbones import FeatureExtractor
 from nbhelpers.benchmark import run_benchmark
 from nbhelpers.data.layouts import load_split
 from nbhelpers.errors import ConfigError
-from nbhelpers.methods import available, create, get_config
+from nbhelpers.methods import available, create, get_config, load_method
 from nbhelpers.methods.base import PRESET_NAMES, AnomalyResult
 from nbhelpers.methods.thfr import (
     Config,
@@ -196,6 +198,18 @@ def test_short_training_lowers_loss_and_predicts(fitted, tmp_path):
     again = create("thfr", "smoke", device="cpu", epochs=6, seed=3).load(path)
     torch.testing.assert_close(again.predict(batch).maps, res.maps, rtol=0, atol=0)
     torch.testing.assert_close(again.visualize(out["restored"]), model.visualize(out["restored"]))
+
+
+def test_bank_paths_survive_another_working_directory(fitted, synth_root, tmp_path, monkeypatch):
+    """`nbhelpers bench --data data/synthad` in the repository root, the checkpoint loaded in notebooks/."""
+    model = copy.deepcopy(fitted[1])
+    monkeypatch.chdir(Path(synth_root).parent)
+    relative = load_split(Path(synth_root).name, "kit").train[:2]
+    assert not Path(relative[0].image).is_absolute()
+    model.bank = model.build_bank(relative)
+    model.save(tmp_path / "thfr.pt")
+    monkeypatch.chdir(tmp_path)
+    assert all(Path(p).is_file() for p in load_method(tmp_path / "thfr.pt").bank.paths)
 
 
 def test_same_seed_same_maps(fitted):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -82,9 +83,11 @@ class THFR(AnomalyMethod):
         return [torch.cat(level) for level in zip(*feats)], torch.cat(images)
 
     def build_bank(self, samples: Sequence[Sample]) -> TemplateBank:
-        """The full template bank of the normal ``samples`` (one backbone pass)."""
+        """The full template bank of the normal ``samples`` (one backbone pass). Paths are stored
+        absolute, so a checkpoint saved by ``nbhelpers bench`` in the repository root still shows its
+        templates when a notebook loads it from ``notebooks/``."""
         features, _ = self.extract(samples, desc="thfr template bank")
-        return TemplateBank(features, [str(s.image) for s in samples])
+        return TemplateBank(features, [str(Path(s.image).resolve()) for s in samples])
 
     # ----- training ---------------------------------------------------------------------------
     def _index_loader(self, n: int):
