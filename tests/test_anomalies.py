@@ -12,8 +12,12 @@ from nbhelpers.data.anomalies import (
     DraemDataset,
     TextureSource,
     augment_texture,
+    augmented_image,
     check_float_image,
     draem_anomaly,
+    on_value_grid,
+    snap_to_grid,
+    transformed_copy,
     perlin_mask,
     perlin_noise,
 )
@@ -121,6 +125,23 @@ def test_texture_folder_errors(tmp_path):
         TextureSource(tmp_path / "missing")
 
 
+def test_texture_source_leaves_out_the_categorys_own_photograph(tmp_path):
+    own = TextureSource.for_category("brick")  # SynthAD's brick is cut from skimage.data.brick
+    assert "brick" not in own.names and len(own) == len(BUILTIN_TEXTURES) - 1
+    assert "brick" in repr(own)
+    assert len(TextureSource.for_category("screw")) == len(BUILTIN_TEXTURES)  # no photograph of its own
+    root = tmp_path / "textures"
+    (root / "banded").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("banded/a.png", "banded/b.png", "brick.png", "dots.png"):
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(root / name)
+    assert len(TextureSource(root)) == 4
+    assert sorted(p.name for p in TextureSource.for_category("brick", root).paths) == ["a.png", "b.png", "dots.png"]
+    assert [p.name for p in TextureSource(root, exclude=("banded",)).paths] == ["brick.png", "dots.png"]
+    with pytest.raises(DatasetError, match="leaves no texture"):
+        TextureSource(names=("brick",), exclude=("brick",))
+
+
 @pytest.mark.parametrize("name", sorted(TEXTURE_AUGMENTATIONS))
 def test_each_augmentation_keeps_shape_and_range(name, textures):
     tex = textures.sample(np.random.default_rng(0), (33, 47))
@@ -197,6 +218,66 @@ def test_draem_rejects_uint8_and_out_of_range(textures):
         check_float_image(np.full((4, 4, 3), -0.5, np.float32))
     with pytest.raises(ValueError, match="shape"):
         draem_anomaly(np.zeros((8, 8), np.float32), np.random.default_rng(0), textures)
+
+
+def _grid_image(seed: int = 0, size: tuple[int, int] = (32, 32)) -> np.ndarray:
+    return (np.round(_image(seed, size) * 255) / 255).astype(np.float32)
+
+
+def test_transformed_copy_is_identity_translation_or_rotation():
+    img = _grid_image(0)
+    kinds = set()
+    for s in range(30):
+        out = transformed_copy(img, np.random.default_rng(s))
+        assert out.shape == img.shape and out.dtype == img.dtype
+        np.testing.assert_array_equal(np.sort(out.ravel()), np.sort(img.ravel()))  # pixels move, values do not
+        if np.array_equal(out, img):
+            kinds.add("identity")
+        elif any(np.array_equal(out, np.rot90(img, k, axes=(0, 1))) for k in (1, 2, 3)):
+            kinds.add("rotation")
+        else:
+            assert any(np.array_equal(out, np.roll(img, (dy, dx), axis=(0, 1))) for dy in range(32) for dx in range(32))
+            kinds.add("translation")
+    assert kinds == {"identity", "rotation", "translation"}
+    wide = _grid_image(1, (16, 24))
+    assert transformed_copy(wide, np.random.default_rng(0)).shape == wide.shape
+
+
+def test_augmented_image_merges_the_copy_with_the_texture(textures):
+    img = _grid_image(2)
+    tex = textures.sample(np.random.default_rng(0), 32)
+    np.testing.assert_array_equal(augmented_image(img, tex, np.random.default_rng(1), (0.0, 0.0)), tex)
+    only_copy = augmented_image(img, tex, np.random.default_rng(1), (1.0, 1.0))
+    np.testing.assert_array_equal(np.sort(only_copy.ravel()), np.sort(img.ravel()))
+    rng = np.random.default_rng(3)
+    weight = rng.uniform(0.0, 1.0)
+    want = weight * transformed_copy(img, rng) + (1 - weight) * tex  # the same draws, in order
+    np.testing.assert_allclose(augmented_image(img, tex, np.random.default_rng(3)), want, atol=1e-6)
+
+
+def test_value_grid_helpers():
+    assert on_value_grid(np.array([0.0, 1.0, 17 / 255], np.float32))
+    assert not on_value_grid(np.array([0.5], np.float32))  # 127.5 / 255
+    snapped = snap_to_grid(np.array([0.5, 0.0021, 0.999], np.float32))
+    assert on_value_grid(snapped) and snapped.dtype == np.float32
+    np.testing.assert_allclose(snapped, [128 / 255, 1 / 255, 1.0], atol=1e-7)
+
+
+def test_draem_self_mix_pastes_on_the_image_value_grid(textures):
+    img = _grid_image(4)
+    assert on_value_grid(img)
+    for s in range(10):
+        aug, mask, _ = draem_anomaly(img, np.random.default_rng(s), textures, anomaly_prob=1.0, self_mix=True)
+        assert on_value_grid(aug)  # pasted pixels cannot be spotted by off-grid values
+        np.testing.assert_array_equal(aug[mask == 0], img[mask == 0])
+        plain, plain_mask, _ = draem_anomaly(img, np.random.default_rng(s), textures, anomaly_prob=1.0)
+        assert on_value_grid(plain)
+    off_grid = _image(4, (32, 32))  # not from an 8-bit file: left as computed
+    aug, mask, _ = draem_anomaly(off_grid, np.random.default_rng(0), textures, anomaly_prob=1.0)
+    assert not on_value_grid(aug[mask == 1])
+    ds = DraemDataset([(img * 255).astype(np.uint8)] * 4, size=32, textures=textures, anomaly_prob=1.0,
+                      self_mix=True, rotate_prob=1.0)
+    assert all(on_value_grid(ds[i]["augmented"].numpy()) and on_value_grid(ds[i]["image"].numpy()) for i in range(4))
 
 
 # ----------------------------------------------------------------------------------------- dataset

@@ -10,8 +10,9 @@ from nbhelpers.data.layouts import load_split
 from nbhelpers.methods import available, create, get_config, load_method
 from nbhelpers.methods.base import PRESET_NAMES, AnomalyResult
 from nbhelpers.methods.pouta import (
-    LEVELS, Config, FeatureContrast, POUTANet, PredictionHead, ReconstructiveNetwork, SemanticGuidance, count_flops,
-    grad_cam, image_score, mss_loss, image_reconstruction_loss, segmentation_loss)
+    LEVELS, CoarseToFineDiscriminator, Config, FeatureContrast, POUTANet, PredictionHead, ReconstructiveNetwork,
+    SemanticGuidance, anomaly_probability, complexity, count_flops, grad_cam, image_reconstruction_loss, image_score,
+    level_widths, mss_loss, segmentation_loss)
 from nbhelpers.train import CheckpointError
 
 TINY = dict(device="cpu", base_width=4, unet_base_width=2, epochs=1, samples_per_epoch=4, batch_size=4)
@@ -61,6 +62,8 @@ def test_images_stay_in_unit_range(split):
     inside = item["mask"][0].bool()
     assert (item["augmented"] - item["image"]).abs().sum(0)[inside].mean() > 0.02  # the pasted texture is visible
     assert torch.equal(item["augmented"][:, ~inside], item["image"][:, ~inside])
+    dataset = model.training_dataset(split.train)
+    assert dataset.self_mix and "brick" not in dataset.textures.names  # the category's own photograph is left out
 
 
 # ------------------------------------------------------------------------------------------ modules
@@ -92,13 +95,20 @@ def test_fcm_hsg_mss_shapes_and_hsg_weight_ranges():
     assert w_sp.shape == (2, 1, 16, 16) and w_cn.shape == (2, 4, 1, 1)
     for w in (w_sp, w_cn):
         assert 0 <= float(w.min()) and float(w.max()) <= 1
+    # Eq. 2-4 written out with the functional ops (BatchNorm in eval: running mean 0, variance 1)
+    conv, bn = hsg.guide[0], hsg.guide[1]
+    up = F.interpolate(deep, size=(16, 16), mode="bilinear", align_corners=False)
+    g_ref = F.relu(F.conv2d(up, conv.weight, conv.bias, padding=1) / math.sqrt(1 + bn.eps) * bn.weight[:, None, None]
+                   + bn.bias[:, None, None])
+    w_sp_ref = torch.sigmoid(torch.einsum("bchw,c->bhw", g_ref, hsg.spatial.weight[0, :, 0, 0]) + hsg.spatial.bias)
+    w_cn_ref = torch.sigmoid(g_ref.mean(dim=(2, 3)) @ hsg.channel.weight[:, :, 0, 0].T + hsg.channel.bias)
     brute = torch.empty_like(f_c)  # Eq. 4 element by element
     for b in range(2):
         for c in range(4):
             for y in range(16):
                 for x in range(16):
-                    brute[b, c, y, x] = w_sp[b, 0, y, x] * f_c[b, c, y, x] * w_cn[b, c, 0, 0]
-    torch.testing.assert_close(refined, brute)
+                    brute[b, c, y, x] = w_sp_ref[b, y, x] * f_c[b, c, y, x] * w_cn_ref[b, c]
+    torch.testing.assert_close(refined, brute, rtol=1e-4, atol=1e-5)
     assert bool((refined.abs() <= f_c.abs() + 1e-6).all())  # a filter: it only attenuates
 
     head = PredictionHead(4)
@@ -127,6 +137,58 @@ def test_forward_outputs_and_ablation_switches(overrides):
     assert ("level_logits" in out) == overrides.get("mss", True)
 
 
+def test_hsg_cascades_the_refined_deeper_map():
+    """Eq. 2-4: F'_C3 is guided by F_C4, F'_C2 by F'_C3 (not F_C3), F'_C1 by F'_C2."""
+    torch.manual_seed(0)
+    disc = CoarseToFineDiscriminator(level_widths(4), contrast_ratio=1.0, hsg=True, mss=True).eval()
+    enc = [torch.randn(2, c, 32 // 2**i, 32 // 2**i) for i, c in enumerate(level_widths(4)[:LEVELS])]
+    dec = [torch.randn_like(e) for e in enc]
+    with torch.no_grad():
+        out = disc(enc, dec, levels=True)
+        c = out["contrast"]
+        r3 = disc.hsg[2](c[2], c[3])
+        r2 = disc.hsg[1](c[1], r3)
+        r1 = disc.hsg[0](c[0], r2)
+        for got, want in zip(out["features"], (r1, r2, r3, c[3])):
+            torch.testing.assert_close(got, want)
+        unrefined = disc.hsg[1](c[1], c[2])  # a cascade of the raw contrastive maps
+        assert (out["features"][1] - unrefined).abs().max() > 1e-3
+        # MSS heads in level order: head i predicts from F'_Ci
+        for i in range(LEVELS):
+            torch.testing.assert_close(out["level_logits"][i], disc.mss[i](out["features"][i], (32, 32)))
+
+
+@pytest.mark.parametrize("name", ["pouta", "pouta_vanilla"])
+def test_discriminative_loss_reaches_the_reconstructive_network(name):
+    """Reuse is not detached: the segmentation loss alone trains the reconstructive encoder and
+    decoder (POUTA: through FCM; vanilla: through the reconstruction fed to the U-Net)."""
+    model = create(name, "smoke", **TINY)
+    batch = fake_batch(size=32)
+    out = model.net(batch["augmented"], levels=True)
+    segmentation_loss(anomaly_probability(out["logits"]), batch["mask"]).backward()
+    rec = model.net.reconstructive
+    # POUTA reuses F_D1..F_D4 (before the decoder's output conv); the vanilla design sees the image
+    parts = {"encoder": rec.encoder, "mapping": rec.mapping, "decoder": rec.decoder.stages}
+    if name == "pouta_vanilla":
+        parts["output"] = rec.decoder.output
+    for part, module in parts.items():
+        grads = [p.grad for p in module.parameters()]
+        assert all(g is not None for g in grads), part
+        assert sum(float(g.abs().sum()) for g in grads) > 0, part
+
+
+def test_paper_preset_parameter_counts_match_table_vi():
+    """Table VI counts the discriminative networks: POUTA 15.02 M (FCM + HSG + MSS heads +
+    aggregation), vanilla 28.68 M (DRAEM's discriminative U-Net); both within 10 %."""
+    pouta, vanilla = get_config("pouta", "paper"), get_config("pouta_vanilla", "paper")
+    counts = {name: complexity(cfg)["discriminative_params_m"] for name, cfg in (("pouta", pouta), ("vanilla", vanilla))}
+    assert counts["pouta"] == pytest.approx(15.27, abs=0.01)
+    assert counts["vanilla"] == pytest.approx(28.37, abs=0.01)
+    assert abs(counts["pouta"] / 15.02 - 1) < 0.1 and abs(counts["vanilla"] / 28.68 - 1) < 0.1
+    # the reconstructive network stays DRAEM's (128-256-512-1024-1024, no skips) in both
+    assert level_widths(pouta.base_width) == (128, 256, 512, 1024, 1024) and vanilla.base_width == 128
+
+
 # ------------------------------------------------------------------------------------------- losses
 
 
@@ -149,6 +211,39 @@ def test_reconstruction_loss_zero_for_identical_images():
     assert float(image_reconstruction_loss(x, x)) == pytest.approx(0.0, abs=1e-5)
     y = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)
     assert float(image_reconstruction_loss(y, x)) > float(F.mse_loss(y, x)) > 0  # the SSIM term adds to the MSE
+
+
+def test_mss_weights_apply_in_level_order():
+    """Eq. 6 with lambda = (0.4, 0.3, 0.2, 0.1): lambda_1 weights the shallowest level (F'_C1)."""
+    model = create("pouta", "smoke", **TINY)
+    batch = fake_batch(size=32)
+    torch.manual_seed(0)
+    terms = model.training_step(batch)
+    torch.manual_seed(0)
+    out = model.net(batch["augmented"], levels=True)
+    per_level = [float(segmentation_loss(anomaly_probability(l), batch["mask"]).detach()) for l in out["level_logits"]]
+    assert model.config.mss_weights == (0.4, 0.3, 0.2, 0.1)
+    want = sum(w * v for w, v in zip((0.4, 0.3, 0.2, 0.1), per_level))
+    reversed_order = sum(w * v for w, v in zip((0.1, 0.2, 0.3, 0.4), per_level))
+    assert float(terms["mss"].detach()) == pytest.approx(want, rel=1e-4)
+    assert abs(want - reversed_order) > 1e-3  # the check can tell the orders apart
+
+
+def test_ssim_term_agrees_with_scikit_image():
+    """The SSIM of Eq. 1 against scikit-image's structural_similarity (Gaussian window, sigma 1.5,
+    population covariance, data range 1), on random and on smooth random images."""
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(0)
+    for smooth in (False, True):
+        x = torch.rand(1, 3, 48, 48, generator=g)
+        if smooth:
+            x = F.avg_pool2d(x, 5, stride=1, padding=2)
+        y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+        ssim_ours = 1 - (float(image_reconstruction_loss(y, x)) - float(F.mse_loss(y, x)))
+        ref = structural_similarity(x[0].permute(1, 2, 0).numpy(), y[0].permute(1, 2, 0).numpy(), channel_axis=-1,
+                                    data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert ssim_ours == pytest.approx(ref, abs=2e-3)
 
 
 def test_image_score_matches_brute_force():

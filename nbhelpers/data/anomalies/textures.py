@@ -42,17 +42,23 @@ class TextureSource:
             the photographs scikit-image ships (:data:`BUILTIN_TEXTURES`, fully offline).
         names: with ``root=None``, which built-in images to use.
         min_crop: smallest random crop, as a fraction of the texture's shorter side.
+        exclude: names to leave out of the pool: a built-in photograph of that name, or, under
+            ``root``, every image whose file stem or folder has that name. Pass the category being
+            trained (:meth:`for_category`): SynthAD's ``brick``/``grass``/``gravel`` are cut from the
+            built-in photographs of the same name, and pasting a crop of the category's own source
+            as an "anomaly" teaches the network that normal texture is anomalous.
 
     Raises:
-        DatasetError: ``root`` does not exist or holds no image file.
+        DatasetError: ``root`` does not exist or holds no image file, or ``exclude`` removes every image.
     """
 
     def __init__(self, root: str | Path | None = None, names: Sequence[str] | None = None,
-                 min_crop: float = 0.5):
+                 min_crop: float = 0.5, exclude: Sequence[str] = ()):
         self.root = None if root is None else Path(root)
         self.min_crop = float(min_crop)
+        self.exclude = tuple(str(e).lower() for e in exclude if e)
         if self.root is None:
-            self.names = tuple(names or BUILTIN_TEXTURES)
+            self.names = tuple(n for n in (names or BUILTIN_TEXTURES) if n.lower() not in self.exclude)
             self.paths: list[Path] = []
         else:
             if not self.root.is_dir():
@@ -62,14 +68,26 @@ class TextureSource:
             if not self.paths:
                 raise DatasetError(f"{self.root}: texture folder holds no image file "
                                    "(.png/.jpg/...). Expected e.g. dtd/images/<class>/*.jpg.")
+            self.paths = [p for p in self.paths
+                          if not {q.lower() for q in (p.stem, *p.relative_to(self.root).parent.parts)} & set(self.exclude)]
             self.names = tuple(str(p) for p in self.paths)
+        if not self.names:
+            raise DatasetError(f"TextureSource({self.root or 'skimage.data'}): excluding {list(self.exclude)} "
+                               "leaves no texture; pass a texture folder with other images.")
+
+    @classmethod
+    def for_category(cls, category: str, root: str | Path | None = None) -> "TextureSource":
+        """The texture pool for training on ``category``: every texture except the category's own
+        source photograph (see ``exclude``)."""
+        return cls(root, exclude=(category,))
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __repr__(self) -> str:
         where = "skimage.data" if self.root is None else str(self.root)
-        return f"TextureSource({where!r}, {len(self)} images)"
+        without = f", without {list(self.exclude)}" if self.exclude else ""
+        return f"TextureSource({where!r}, {len(self)} images{without})"
 
     def load(self, i: int) -> np.ndarray:
         """Texture ``i`` as ``uint8[H, W, 3]``."""

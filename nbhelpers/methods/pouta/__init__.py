@@ -42,7 +42,7 @@ from nbhelpers.methods.pouta.loss import (
     segmentation_loss,
 )
 from nbhelpers.methods.pouta.method import POUTA, VanillaPOUTA
-from nbhelpers.methods.pouta.reconstructive import Decoder, Encoder, MappingLayer, ReconstructiveNetwork
+from nbhelpers.methods.pouta.reconstructive import Decoder, Encoder, MappingLayer, ReconstructiveNetwork, level_widths
 
 __all__ = [
     "LEVELS",
@@ -66,6 +66,7 @@ __all__ = [
     "complexity",
     "count_flops",
     "grad_cam",
+    "level_widths",
     "image_score",
     "mss_loss",
     "image_reconstruction_loss",

@@ -28,8 +28,11 @@ class Config(MethodConfig):
         focal_gamma, focal_alpha: focal loss of Eq. 5/7 (DRAEM: gamma 2, no class weighting).
         score_pool: side of the average pooling before the image-score maximum (paper: 21).
         anomaly_prob, beta_range, rotate_prob, n_augment: DRAEM data (see ``DraemDataset``).
+        self_mix: fill the pseudo-anomaly region with the paper's ``I_aug`` (a translated / rotated /
+            identical copy of the image merged with the texture) instead of DRAEM's texture alone.
         texture_root: folder of anomaly-source textures (e.g. DTD ``dtd/images``); ``None`` = the
             offline photographs shipped with scikit-image.
+        few_shot: train on the first ``few_shot`` normal images only (Table IV: k = 2, 4, 8); 0 = all.
         samples_per_epoch: training items per epoch (the normal images are cycled; 0 = one pass),
             so that few-shot runs (k = 2) take as many steps as full runs.
         lr_milestones, lr_gamma: the learning rate is multiplied by ``lr_gamma`` at these fractions
@@ -55,20 +58,22 @@ class Config(MethodConfig):
     beta_range: tuple[float, float] = (0.0, 0.8)
     rotate_prob: float = 0.0
     n_augment: int = 3
+    self_mix: bool = True
     texture_root: str | None = None
+    few_shot: int = 0
     samples_per_epoch: int = 64
     lr_milestones: tuple[float, ...] = (0.8, 0.9)
     lr_gamma: float = 0.2
 
     RANGES: ClassVar[dict[str, Range]] = {
         "base_width": Range(1), "contrast_ratio": Range(0, open_low=True), "unet_base_width": Range(1),
-        "focal_alpha": Range(0, 1), "score_pool": Range(1), "anomaly_prob": Range(0, 1), "beta_range": Range(0, 1),
+        "focal_alpha": Range(0, 1), "score_pool": Range(1), "few_shot": Range(0), "anomaly_prob": Range(0, 1), "beta_range": Range(0, 1),
         "rotate_prob": Range(0, 1), "lr_milestones": Range(0, 1), "lr_gamma": Range(0, open_low=True)}
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
         "smoke": dict(image_size=64, batch_size=4, epochs=2, progress=False, score_pool=7, samples_per_epoch=8),
         "cpu": dict(),
-        "paper": dict(image_size=224, epochs=600, lr=0.0002, base_width=128, unet_base_width=64, score_pool=21,
+        "paper": dict(image_size=224, epochs=600, lr=0.0002, base_width=128, contrast_ratio=1.125, unet_base_width=64, score_pool=21,
                       samples_per_epoch=0),
     }
 

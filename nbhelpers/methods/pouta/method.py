@@ -47,14 +47,19 @@ class POUTA(AnomalyMethod):
 
     def training_dataset(self, train: Sequence[Sample]) -> DraemDataset:
         """DRAEM pseudo-anomaly pairs of the normal ``train`` images (resized once, cycled to
-        ``samples_per_epoch``)."""
+        ``samples_per_epoch``), filled with ``I_aug`` when ``self_mix``; the texture pool leaves out
+        the category's own source photograph (:meth:`TextureSource.for_category`). With
+        ``few_shot = k`` only the first ``k`` images are used (Table IV), cycled to the same length."""
         cfg = self.config
+        if cfg.few_shot:
+            train = train[:cfg.few_shot]
         images = [resize_image(read_image(s.image), cfg.image_size) for s in train]
         n = max(cfg.samples_per_epoch, len(images))
         images = (images * math.ceil(n / len(images)))[:n]
-        textures = TextureSource(cfg.texture_root) if cfg.texture_root else None
+        textures = TextureSource.for_category(train[0].category, cfg.texture_root)
         return DraemDataset(images, cfg.image_size, textures=textures, seed=cfg.seed, anomaly_prob=cfg.anomaly_prob,
-                            beta_range=tuple(cfg.beta_range), n_augment=cfg.n_augment, rotate_prob=cfg.rotate_prob)
+                            beta_range=tuple(cfg.beta_range), n_augment=cfg.n_augment, rotate_prob=cfg.rotate_prob,
+                            self_mix=cfg.self_mix)
 
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """Eq. 8: ``L_total = L_rec + L_pre + L_MSS`` on a ``DraemDataset`` batch (``augmented``
