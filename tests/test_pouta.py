@@ -1,6 +1,8 @@
 """POUTA (and its vanilla DRAEM-like twin): building blocks, losses, training, persistence, bench."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -333,3 +335,35 @@ def test_cuda_bf16_predict(split):
     model = create("pouta", "smoke", **{**TINY, "device": "cuda"}).fit(split.train[:4])
     res = model.predict(next(iter(model.loader(split.test[:2]))))
     assert res.maps.is_cuda and res.maps.dtype == torch.float32 and torch.isfinite(res.maps).all()
+
+
+def test_short_training_detects_pasted_patches_above_chance(tmp_path):
+    """Trained only on DRAEM pseudo-anomalies of plain noisy grey images, POUTA locates a pasted
+    patch of foreign texture on unseen images (pixel AUROC) and ranks those images above normal ones."""
+    from PIL import Image
+    from sklearn.metrics import roc_auc_score
+
+    from nbhelpers.data.records import Sample
+
+    rng = np.random.default_rng(0)
+
+    def grey(n):
+        return [np.clip(0.5 + rng.normal(0, 0.03, (32, 32, 3)), 0, 1) for _ in range(n)]
+
+    train = []
+    for i, img in enumerate(grey(8)):
+        Image.fromarray((img * 255).round().astype(np.uint8)).save(tmp_path / f"{i}.png")
+        train.append(Sample(tmp_path / f"{i}.png", 0, category="toy"))
+    model = create("pouta", "smoke", **{**TINY, "image_size": 32, "epochs": 6, "samples_per_epoch": 64,
+                                        "batch_size": 8, "score_pool": 3, "seed": 0})
+    model.fit(train)
+    normal, anomalous, masks = grey(8), grey(8), np.zeros((8, 32, 32), bool)
+    for img, mask in zip(anomalous, masks):
+        y, x = rng.integers(4, 20, size=2)
+        img[y:y + 9, x:x + 9] = rng.uniform(0, 1, (9, 9, 3))
+        mask[y:y + 9, x:x + 9] = True
+    as_batch = lambda imgs: {"image": torch.from_numpy(np.stack(imgs).transpose(0, 3, 1, 2).astype(np.float32))}
+    res_a, res_n = model.predict(as_batch(anomalous)), model.predict(as_batch(normal))
+    assert roc_auc_score(masks.ravel(), res_a.maps.numpy().ravel()) > 0.65  # untrained: 0.50; measured 0.77
+    scores = np.concatenate([res_n.scores.numpy(), res_a.scores.numpy()])
+    assert roc_auc_score([0] * 8 + [1] * 8, scores) > 0.75  # untrained: 0.49; measured 1.0
