@@ -356,8 +356,10 @@ def test_short_training_detects_pasted_patches_above_chance(tmp_path):
     for i, img in enumerate(grey(8)):
         Image.fromarray((img * 255).round().astype(np.uint8)).save(tmp_path / f"{i}.png")
         train.append(Sample(tmp_path / f"{i}.png", 0, category="toy"))
-    model = create("pouta", "smoke", **{**TINY, "image_size": 32, "epochs": 6, "samples_per_epoch": 64,
-                                        "batch_size": 8, "score_pool": 3, "seed": 0})
+    # the cpu preset's width (base width 4 is too narrow to learn the task in 48 steps: pixel AUROC
+    # 0.33-0.74 over seeds 0-2 with the paper's I_aug, 0.71-0.89 at width 8)
+    model = create("pouta", "smoke", **{**TINY, "base_width": 8, "image_size": 32, "epochs": 6,
+                                        "samples_per_epoch": 64, "batch_size": 8, "score_pool": 3, "seed": 0})
     model.fit(train)
     normal, anomalous, masks = grey(8), grey(8), np.zeros((8, 32, 32), bool)
     for img, mask in zip(anomalous, masks):
@@ -366,6 +368,6 @@ def test_short_training_detects_pasted_patches_above_chance(tmp_path):
         mask[y:y + 9, x:x + 9] = True
     as_batch = lambda imgs: {"image": torch.from_numpy(np.stack(imgs).transpose(0, 3, 1, 2).astype(np.float32))}
     res_a, res_n = model.predict(as_batch(anomalous)), model.predict(as_batch(normal))
-    assert roc_auc_score(masks.ravel(), res_a.maps.numpy().ravel()) > 0.65  # untrained: 0.50; measured 0.77
+    assert roc_auc_score(masks.ravel(), res_a.maps.numpy().ravel()) > 0.65  # untrained: 0.50; measured 0.71 (seed 1: 0.89)
     scores = np.concatenate([res_n.scores.numpy(), res_a.scores.numpy()])
     assert roc_auc_score([0] * 8 + [1] * 8, scores) > 0.75  # untrained: 0.49; measured 1.0
