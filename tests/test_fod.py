@@ -41,7 +41,7 @@ def test_registry_and_presets():
     for preset in PRESET_NAMES:
         assert get_config("fod", preset).image_size > 0
     paper = get_config("fod", "paper")
-    assert (paper.backbone, paper.layers, paper.d_model, paper.heads, paper.n_layers) == ("efficientnet_b6", (2, 3), (256, 512), 8, 3)
+    assert (paper.backbone, paper.layers, paper.d_model, paper.heads, paper.n_layers) == ("tf_efficientnet_b6.aa_in1k", (2, 3), (256, 512), 8, 3)
     assert (paper.lambda1, paper.lambda2, paper.lr, paper.epochs, paper.image_size) == (0.5, 0.5, 1e-4, 100, 256)
     cpu = get_config("fod", "cpu")
     assert (cpu.backbone, cpu.weights, cpu.layers) == ("efficientnet_lite0", "packaged", (2, 3))  # strides 8, 16
@@ -146,16 +146,65 @@ def test_loss_signs_are_opposite_for_the_two_branches():
 def test_reconstruction_and_discrepancy_weight():
     x = torch.tensor([[[3.0, 4.0], [1.0, 0.0]]])
     x_hat = torch.tensor([[[0.0, 0.0], [1.0, 0.0]]])
-    torch.testing.assert_close(reconstruction_discrepancy(x, x_hat), torch.tensor([[5.0 + 1.0, 0.0]]))
+    # official: MSELoss per patch ((9 + 16) / 2) + 1 - cos (cos with the zero vector is 0)
+    torch.testing.assert_close(reconstruction_discrepancy(x, x_hat), torch.tensor([[12.5 + 1.0, 0.0]]))
     div = torch.tensor([[0.1, 0.5, 3.0, 0.2], [1.0, 1.0, 1.0, 1.0]])
     w = discrepancy_weight(div)
-    p = torch.softmax(-div, -1)
-    torch.testing.assert_close(w, 1 - p / p.amax(-1, keepdim=True))  # official max(p) - p, divided by max(p)
-    torch.testing.assert_close(w[0], torch.tensor([0.0, 1 - math.exp(-0.4), 1 - math.exp(-2.9), 1 - math.exp(-0.1)]))
-    assert int(w[0].argmax()) == 2 and torch.allclose(w[1], torch.zeros(4))
+    for b in range(2):  # the official code: inter_score = softmax(-Div); max(inter_score) - inter_score
+        e = [math.exp(-float(d)) for d in div[b]]
+        p = [v / sum(e) for v in e]
+        torch.testing.assert_close(w[b], torch.tensor([max(p) - v for v in p]))
+        torch.testing.assert_close(discrepancy_weight(div, larger_is_anomalous=False)[b], torch.tensor(p))
+    assert int(w[0].argmax()) == 2 and float(w[0, 0]) == 0 and torch.allclose(w[1], torch.zeros(4))
     torch.testing.assert_close(discrepancy_weight(div[:1]), w[:1])  # per image: the batch does not matter
     torch.testing.assert_close(discrepancy_weight(div + 5.0), w)     # only differences of divergences count
-    torch.testing.assert_close(discrepancy_weight(div, larger_is_anomalous=False), p / p.amax(-1, keepdim=True))
+    # the scale max(p) stays: an image whose best patch stands out gets larger weights than an even one
+    even, peaked = discrepancy_weight(torch.tensor([[1.0, 1.1, 1.2, 3.0]])), discrepancy_weight(torch.tensor([[0.0, 3.0, 3.1, 3.0]]))
+    assert float(peaked.amax()) > float(even.amax())
+
+
+def test_layer_output_follows_the_official_code():
+    """Both branches: ``(X + Z_g) - (X + Z_e)``, the residuals cancel; one branch: ``X + Z``;
+    ``residual=True``: Eq. 1 as printed, ``Z_g - Z_e + X``. Checked against the official formula
+    written out with the layer's own attention modules."""
+    from nbhelpers.methods.fod.modules import FODLayer
+
+    torch.manual_seed(0)
+    pos = grid_positions(3, 4)
+    x, ref = torch.randn(2, 12, 16), torch.randn(1, 5, 16)
+    geometry = {"intra": squared_axis_distances(pos, pos), "inter": squared_axis_distances(pos, pos[:5])}
+
+    def official(layer, new_x):
+        y = layer.norm1(new_x)
+        return layer.norm2(layer.ffn(y) + y)
+
+    for residual in (False, True):
+        layer = FODLayer(16, 4, residual=residual).eval()
+        z_g = layer.correlation.intra(x, x, geometry["intra"])[0]
+        z_e = layer.correlation.inter(x, ref, geometry["inter"])[0]
+        expected = official(layer, (x + z_g) - (x + z_e) + (x if residual else 0))
+        torch.testing.assert_close(layer(x, ref, geometry)[0], expected)
+    for over in (dict(inter=False), dict(intra=False), dict(intra=False, inter=False)):
+        layer = FODLayer(16, 4, **over).eval()
+        attn = layer.correlation.intra or layer.correlation.inter
+        z = attn(x, x if layer.correlation.intra else ref, geometry["intra" if layer.correlation.intra else "inter"])[0]
+        sign = 1.0 if layer.correlation.intra else -1.0
+        torch.testing.assert_close(layer(x, ref, geometry)[0], official(layer, x + sign * z))
+
+
+def test_attention_logits_are_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    attn = CorrelationAttention(32, 4)
+    pos = grid_positions(4, 4)
+    x = torch.randn(2, 16, 32) * 4
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, s, _, _ = attn(x, x, squared_axis_distances(pos, pos))
+        q, k = attn._split(attn.query(x)), attn._split(attn.key(x))  # bf16 projections, as inside the module
+    assert q.dtype == torch.bfloat16 and s.dtype == torch.float32
+    reference = torch.softmax(q.float() @ k.float().transpose(-1, -2) / math.sqrt(attn.d_head), -1)
+    torch.testing.assert_close(s, reference, rtol=0, atol=1e-6)
+    bf16_logits = torch.softmax((q / math.sqrt(attn.d_head) @ k.transpose(-1, -2)).float(), -1)
+    assert float((bf16_logits - reference).detach().abs().max()) > 1e-4  # what the float32 logits avoid
 
 
 def test_transformer_shapes_and_gradients_reach_every_module():
@@ -191,6 +240,33 @@ def test_ablation_variants_build():
         assert torch.isfinite(out["loss"]) and {b for b in ("intra", "inter") if out[f"ent_{b}"] != 0} == branches
     with pytest.raises(ConfigError, match="needs the intra or inter"):
         get_config("fod", "smoke", intra=False, inter=False)
+
+
+def test_training_step_counts_the_reconstruction_in_both_official_passes():
+    images = torch.randn(2, 3, 32, 32)
+    for over, passes in ((dict(), 2), (dict(inter=False), 2), (dict(intra=False, inter=False, scoring="rec"), 1)):
+        model = create("fod", "smoke", device="cpu", weights=None, **over)
+        for net, x in zip(model.net, model.features(images)):
+            net.set_reference(x[0].flatten(1).T, torch.arange(x.shape[-2] * x.shape[-1]))
+        out = model.training_step({"image": images})
+        l2 = model.config.lambda2
+        # in the forward values div_sigma == div_attn, so Eq. 8 / 10 leave only the entropy terms
+        expected = passes * out["rec"] - l2 * out["ent_intra"] + l2 * out["ent_inter"]
+        torch.testing.assert_close(out["loss"].detach(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_paper_backbone_has_the_pretrained_weights_the_paper_used():
+    """The paper's EfficientNet-B6 from timm: in the official code's timm 0.6.12, ``tf_efficientnet_b6``
+    loads the AutoAugment ImageNet weights (``tf_efficientnet_b6_aa``, timm 1.x tag ``aa_in1k``);
+    ``efficientnet_b6`` has none (timm's own registry, offline)."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    paper = get_config("fod", "paper")
+    cfg = get_pretrained_cfg(paper.backbone)
+    assert paper.weights == "timm" and cfg is not None
+    assert "tf_efficientnet_b6_aa" in cfg.url or cfg.hf_hub_id == "timm/tf_efficientnet_b6.aa_in1k"
+    assert not timm.list_pretrained("efficientnet_b6*")
 
 
 def test_mean_reference_matches_brute_force(brick, fitted):

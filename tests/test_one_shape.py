@@ -26,7 +26,8 @@ def test_every_preset_resolves_to_the_reference_config():
     """The configs of every method x preset as saved before the one-shape refactoring (THFR's as
     changed on purpose by issue 19: n and sigma by layout, per-branch template alignment, torchvision
     weights in ``paper``, the global bottleneck only in ``smoke`` and ``cpu``; POUTA's by issue 20:
-    I_aug, few-shot, the cpu regime and the paper's discriminative widths in ``paper``): a refactoring
+    I_aug, few-shot, the cpu regime and the paper's discriminative widths in ``paper``; FOD's by issue 22:
+    the official layer (residuals cancel) and the paper's tf_efficientnet_b6 weights): a refactoring
     that lets a default leak into a preset (or changes one) fails here."""
     reference = json.loads(REFERENCE.read_text())
     now = {m: {p: json.loads(json.dumps(get_config(m, p).to_dict(), default=list)) for p in ("smoke", "cpu", "paper")}

@@ -2,7 +2,8 @@
 
 
 def my_reconstruction_discrepancy(x, x_hat):
-    """``||x - x_hat||_2 + 1 - cos(x, x_hat)`` per patch. ``float[B, N, C] x float[B, N, C] -> float[B, N]``."""
-    l2 = ((x - x_hat) ** 2).sum(dim=-1).sqrt()
+    """``mean_c (x - x_hat)^2 + 1 - cos(x, x_hat)`` per patch (the official code's MSE + cosine distance).
+    ``float[B, N, C] x float[B, N, C] -> float[B, N]``."""
+    mse = ((x - x_hat) ** 2).mean(dim=-1)
     cos = (x * x_hat).sum(dim=-1) / (x.norm(dim=-1) * x_hat.norm(dim=-1))
-    return l2 + 1 - cos
+    return mse + 1 - cos

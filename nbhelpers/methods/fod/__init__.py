@@ -21,16 +21,19 @@ upsampled and averaged, Gaussian smoothing, image score = maximum.
 
 Differences from the official repository (xcyao00/FOD), all deliberate:
 
-* the I2Correlation output is added to the layer input as Eq. 1 is printed (in the official code
-  the two residuals cancel; ``Config.residual=False`` reproduces that);
 * the output projection starts at the mean normal feature (see :meth:`FODTransformer.init_output`);
 * the attention output projection is applied (the official code computes and discards it);
 * reference features are embedded once and broadcast over the batch (the official code repeats them
   to the training batch size, which breaks the last, smaller batch);
 * grid distances are computed from the feature-map shape (no ``distances/*.npy`` files tied to the
   working directory), so any input size works;
-* the inter-correlation discrepancy is normalised per image as ``1 - p_i / max_j p_j`` with
-  ``p = softmax(-Div)`` over the patches of the image — see :func:`discrepancy_weight`.
+* Eq. 12's ``max(p) - p`` is taken per image, not over the batch (the same at the official test
+  batch size of 1) — see :func:`discrepancy_weight`.
+
+Where Eq. 1, 3 and 12 as printed differ from the official code, the code is followed: the residuals
+of the two branches cancel (``Config.residual=True`` keeps Eq. 1's ``+ X``), the reconstruction term
+is the per-patch MSE plus the cosine term, Eq. 12's weight is ``max(p) - p``, and ``L_rec`` is counted
+in both of the official code's backward passes.
 """
 from __future__ import annotations
 

@@ -31,10 +31,11 @@ class Config(MethodConfig):
         reference: ``"mean"`` (position-wise mean of normal features, §3.4) or ``"coreset"``
             (greedy k-center coreset of all normal patches, ``coreset_size`` entries per level,
             each keeping the grid position it came from; ``coreset_size=0``: as many as patches).
-        residual: add ``X_{k-1}`` to the I2Correlation output as Eq. 1 is printed (default). In the
-            official code the two residuals cancel (``(x + Z_g) - (x + Z_e)``): ``False`` follows the
-            code — the patch's own features then reach the output only through the attention weights,
-            which learns far more slowly (measured in the closing note of issue 6).
+        residual: keep ``X_{k-1}`` in the output of a layer with both branches, as Eq. 1 is printed
+            (``Z_g - Z_e + X``). ``False`` (default) follows the official code, where the two branches'
+            residuals cancel (``(X + Z_g) - (X + Z_e)``), so the network cannot copy its input —
+            anomalies included — through an identity path; single-branch variants keep ``X + Z``
+            either way (as the official code does).
         scoring: ``"rec_div"`` (Eq. 12), ``"rec"`` (reconstruction only) or ``"div"`` (correlation
             discrepancy only) — Table 4's "Anomaly Scoring" column.
         sigma: Gaussian smoothing of the upsampled map (official: 4, at 256 px).
@@ -58,7 +59,7 @@ class Config(MethodConfig):
     intra_entropy: bool = True
     reference: str = "mean"
     coreset_size: int = 0
-    residual: bool = True
+    residual: bool = False
     scoring: str = "rec_div"
     sigma: float = 4.0
     grad_clip: float | None = None
@@ -66,7 +67,10 @@ class Config(MethodConfig):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
         "smoke": dict(image_size=64, epochs=2, progress=False, d_model=(32, 32), heads=2, n_layers=2, sigma=1.0),
         "cpu": dict(),
-        "paper": dict(backbone="efficientnet_b6", weights="timm", image_size=256, batch_size=1, epochs=100, lr=0.0001,
+        # the paper's EfficientNet-B6 "from timm": in the timm 0.6.12 of the official code the name with
+        # weights is tf_efficientnet_b6 (AutoAugment ImageNet weights, timm 1.x tag aa_in1k);
+        # timm's efficientnet_b6 has no pretrained weights
+        "paper": dict(backbone="tf_efficientnet_b6.aa_in1k", weights="timm", image_size=256, batch_size=1, epochs=100, lr=0.0001,
                       d_model=(256, 512), heads=8),
     }
 

@@ -63,7 +63,7 @@ register(
         "06",
         "FOD Eq. 3 / Eq. 12",
         "my_reconstruction_discrepancy",
-        "Per patch: the L2 distance plus the cosine distance between features and reconstruction.",
+        "Per patch: the mean squared error plus the cosine distance between features and reconstruction.",
         fod.reconstruction_discrepancy,
         _patches_inputs,
         grad=("x", "x_hat"),

@@ -8,14 +8,16 @@ from nbhelpers.methods.fod.config import SCORINGS
 
 
 def reconstruction_discrepancy(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Patch-wise discrepancy ``||x - x_hat||_2 + 1 - cos(x, x_hat)`` (Eq. 3 / first factor of Eq. 12).
-    ``float[B, N, C] x float[B, N, C] -> float[B, N]``."""
+    """Patch-wise discrepancy ``mean_c (x - x_hat)^2 + 1 - cos(x, x_hat)`` (Eq. 3 / first factor of Eq. 12)
+    as the official code computes it (``MSELoss`` per patch plus the cosine term; Eq. 3 prints the L2
+    norm). ``float[B, N, C] x float[B, N, C] -> float[B, N]``."""
     x, x_hat = x.float(), x_hat.float()
-    return torch.linalg.vector_norm(x - x_hat, dim=-1) + 1 - F.cosine_similarity(x, x_hat, dim=-1)
+    return (x - x_hat).square().mean(-1) + 1 - F.cosine_similarity(x, x_hat, dim=-1)
 
 
 def feature_reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Eq. 3, averaged over patches and images: ``float[B,N,C] x float[B,N,C] -> float[]``."""
+    """Eq. 3, averaged over patches and images (= the official ``MSE + mean(1 - cos)``):
+    ``float[B,N,C] x float[B,N,C] -> float[]``."""
     return reconstruction_discrepancy(x, x_hat).mean()
 
 
@@ -39,23 +41,23 @@ def inter_loss(div_attn: torch.Tensor, div_sigma: torch.Tensor, entropy: torch.T
 
 
 def discrepancy_weight(div: torch.Tensor, larger_is_anomalous: bool = True) -> torch.Tensor:
-    """Normalised correlation discrepancy per patch, the second factor of Eq. 12.
+    """Correlation discrepancy per patch, the second factor of Eq. 12, as the official code computes it.
 
-    With ``p = softmax(-Div)`` over the ``N`` patches of each image, Eq. 12 prints ``1 - p``: for
+    With ``p = softmax(-Div)`` over the ``N`` patches of each image, Eq. 12 prints ``1 - p``; for
     hundreds of patches ``p ~ 1/N``, so ``1 - p ~ 1`` everywhere and the correlations would hardly
-    change the ranking. The official code uses ``max(p) - p``, whose scale ``max(p)`` depends on how
-    peaked each image's divergences are — a per-image factor that scrambles the image scores (the max
-    of the map). This function divides by it: ``1 - p / max(p) = 1 - exp(min(Div) - Div)``, in
-    ``[0, 1)``: zero for the patch that matches the normal reference best, towards 1 for patches whose
-    divergence exceeds it by a few nats; the same order as the official weight within an image, and
-    independent of ``N`` and of the batch. For the intra branch, where a *small* divergence is
-    anomalous (official score ``softmax(-Div)``), ``larger_is_anomalous=False`` returns
-    ``p / max(p) = exp(min(Div) - Div)``.
+    change the ranking. The official code uses ``max(p) - p`` instead: zero for the patch that matches
+    the normal reference best, up to ``max(p)`` for patches whose divergence is larger. Its scale
+    ``max(p)`` is a per-image factor: large when one patch matches the reference far better than the
+    rest, small when the divergences are even — so it also carries image-level information into the
+    image score (the maximum of the map). The maximum is taken per image (the official code takes it
+    over the batch, which is the same at its test batch size of 1). For the intra branch, where a
+    *small* divergence is anomalous, ``larger_is_anomalous=False`` returns ``p`` itself (official
+    ``intra_score = softmax(-Div)``).
 
     ``float[B, N] -> float[B, N]``.
     """
-    relative = torch.exp(div.float().amin(-1, keepdim=True) - div.float())  # p / max(p)
-    return 1 - relative if larger_is_anomalous else relative
+    p = torch.softmax(-div.float(), dim=-1)
+    return p.amax(-1, keepdim=True) - p if larger_is_anomalous else p
 
 
 def patch_anomaly_score(rec: torch.Tensor, weight: torch.Tensor, scoring: str = "rec_div") -> torch.Tensor:

@@ -95,6 +95,11 @@ class FOD(AnomalyMethod):
     def training_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """Eq. 11 summed over levels for a batch of normalised images ``batch["image"]: float[B, 3, H, W]``.
 
+        The official code makes two backward passes per step (one whose correlation terms reach only the
+        targets' sigma, one whose terms reach only the attention), and each holds ``L_rec``; their sum,
+        optimised here in one pass, counts ``L_rec`` twice when a correlation branch learns (once for
+        the patch-wise baseline, which has one pass).
+
         Returns ``{"loss", "rec", "div_intra", "ent_intra", "div_inter", "ent_inter"}`` (scalars; the
         divergences and entropies are layer means, Eq. 6-7, for logging).
         """
@@ -103,10 +108,11 @@ class FOD(AnomalyMethod):
         l2 = cfg.lambda2 if cfg.intra_entropy else 0.0
         logs = {k: images.new_zeros(()) for k in ("rec", "div_intra", "ent_intra", "div_inter", "ent_inter")}
         total = images.new_zeros(())
+        passes = 2 if cfg.intra or cfg.inter else 1
         for net, x in zip(self.net, self.features(images)):
             x_hat, terms = net(x)
             rec = feature_reconstruction_loss(x.flatten(2).transpose(1, 2), x_hat)
-            total = total + rec
+            total = total + passes * rec
             logs["rec"] = logs["rec"] + rec.detach()
             for branch, loss_fn, lam2 in (("intra", intra_loss, l2), ("inter", inter_loss, cfg.lambda2)):
                 if branch in terms:

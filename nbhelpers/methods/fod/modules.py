@@ -14,6 +14,7 @@ from nbhelpers.methods.fod.correlation import (
     sigma_from_logits,
     squared_axis_distances,
 )
+from nbhelpers.train import full_precision
 
 
 class PatchEmbedding(nn.Module):
@@ -77,7 +78,8 @@ class CorrelationAttention(nn.Module):
     def forward(self, x: torch.Tensor, memory: torch.Tensor, distances: torch.Tensor,
                 with_target: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         q, k, v = self._split(self.query(x)), self._split(self.key(memory)), self._split(self.value(memory))
-        attention = torch.softmax((q / math.sqrt(self.d_head) @ k.transpose(-1, -2)).float(), dim=-1)
+        with full_precision(x.device):  # logits in float32: bf16 would add noise to the rows whose KL is learned
+            attention = torch.softmax(q.float() / math.sqrt(self.d_head) @ k.float().transpose(-1, -2), dim=-1)
         z = (attention.to(v.dtype) @ v).transpose(1, 2).reshape(x.shape)
         target, sigma = self.target(x, distances) if with_target else (None, None)
         return self.out(z), attention, target, sigma
@@ -120,10 +122,17 @@ class I2Correlation(nn.Module):
 
 class FODLayer(nn.Module):
     """One transformer layer, Eq. 1-2: ``Z = LN(I2Correlation(X, X_f) [+ X])``, ``X' = LN(FFN(Z) + Z)``
-    (FFN: ``d -> ffn_ratio*d -> d`` with GELU). Same call signature as :class:`I2Correlation`."""
+    (FFN: ``d -> ffn_ratio*d -> d`` with GELU). Same call signature as :class:`I2Correlation`.
+
+    The residual ``X`` follows the official code: with both branches each adds its own residual and
+    they cancel, ``(X + Z_g) - (X + Z_e) = Z_g - Z_e``, so the patch's own features reach the output
+    only through the attention and the network cannot simply copy an anomaly; with one branch (or
+    none, the patch-wise baseline) the output is ``X + Z``. ``residual=True`` keeps ``X`` with both
+    branches too, as Eq. 1 is printed (``Z_g - Z_e + X``).
+    """
 
     def __init__(self, d_model: int, heads: int, ffn_ratio: int = 4, intra: bool = True, inter: bool = True,
-                 residual: bool = True) -> None:
+                 residual: bool = False) -> None:
         super().__init__()
         self.residual = residual
         self.correlation = I2Correlation(d_model, heads, intra, inter)
@@ -134,7 +143,8 @@ class FODLayer(nn.Module):
     def forward(self, x: torch.Tensor, reference: torch.Tensor | None, geometry: dict[str, torch.Tensor],
                 keep: bool = False) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
         z, terms = self.correlation(x, reference, geometry, keep)
-        z = self.norm1(z + x if self.residual else z)
+        both = self.correlation.intra is not None and self.correlation.inter is not None
+        z = self.norm1(z + x if self.residual or not both else z)
         return self.norm2(self.ffn(z) + z), terms
 
 
@@ -153,7 +163,7 @@ class FODTransformer(nn.Module):
     """
 
     def __init__(self, in_channels: int, d_model: int, heads: int, n_layers: int, ffn_ratio: int = 4,
-                 intra: bool = True, inter: bool = True, residual: bool = True) -> None:
+                 intra: bool = True, inter: bool = True, residual: bool = False) -> None:
         super().__init__()
         self.use_inter = inter
         self.embedding = PatchEmbedding(in_channels, d_model)
