@@ -264,6 +264,55 @@ def fit_or_load(method: str, data_root: str | Path, category: str, preset: str =
     return model, row
 
 
+@dataclasses.dataclass
+class NotebookFits:
+    """The fits a notebook shows: read from ``bench_dir`` when ``nbhelpers bench`` (or an earlier run)
+    left them there, fitted here when the notebook declares them part of its subset, and otherwise
+    recorded with the ``nbhelpers bench`` command that adds them (:attr:`missing`).
+
+    Attributes:
+        data_root, splits: the dataset root and its loaded splits (category -> :class:`Split`).
+        preset, device, seed: as for :func:`fit_or_load`.
+        bench_dir: folder of resumable bench rows and checkpoints (``None`` or ``""``: fit here,
+            keep nothing).
+        missing: commands of the fits asked for but neither cached nor fitted, in order.
+    """
+
+    data_root: str | Path
+    splits: dict[str, Split]
+    preset: str
+    device: str = "auto"
+    seed: int = 0
+    bench_dir: str | Path | None = None
+    missing: list[str] = dataclasses.field(default_factory=list)
+
+    def get(self, method: str, category: str, fit_here: bool, progress: bool = False,
+            **overrides: Any) -> tuple[AnomalyMethod, dict[str, Any], dict[str, Any]] | None:
+        """``(model, row, predictions)`` of ``method`` on ``category`` with ``overrides``, evaluated like
+        ``nbhelpers bench``: read from ``bench_dir`` when there, else fitted if ``fit_here``, else
+        ``None`` (and its command appended to :attr:`missing`)."""
+        split, bench_dir = self.splits[category], self.bench_dir or None
+        if not fit_here and not is_cached(method, split, bench_dir, self.preset, self.device, self.seed,
+                                          progress=progress, **overrides):
+            self.missing.append(bench_command(method, category, self.preset, self.seed, self.data_root,
+                                              bench_dir or "reports/bench", overrides))
+            return None
+        model, row = fit_or_load(method, self.data_root, category, preset=self.preset, device=self.device,
+                                 seed=self.seed, keep_predictions=True, bench_dir=bench_dir, split=split,
+                                 progress=progress, **overrides)
+        return model, row, row.pop("predictions")
+
+    def missing_note(self, what: str, fitted_here: str) -> str | None:
+        """Markdown that names ``what`` lacks fits in this run (``fitted_here``: what this preset fits)
+        with the commands that add them, or ``None`` when nothing is missing; clears :attr:`missing`."""
+        if not self.missing:
+            return None
+        commands = "\n".join(dict.fromkeys(self.missing))
+        self.missing.clear()
+        return (f"**{what}: not all fits are in this run** (preset `{self.preset}` fits {fitted_here} only and "
+                f"`BENCH_DIR` lacks the rest). To add them, run\n\n```\n{commands}\n```")
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
         return f"{value / 1e6:.2f}M"

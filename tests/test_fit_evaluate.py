@@ -54,3 +54,26 @@ def test_bench_command_writes_what_fit_or_load_reads(synth_root, tmp_path):
     assert not is_cached("baseline", split, tmp_path, "smoke", "cpu", 0) and not is_cached("baseline", split, "", "smoke")
     model, row = fit_or_load("baseline", synth_root, "grass", "smoke", device="cpu", bench_dir=tmp_path, **switches)
     assert row["cached"] and model.config.coreset_ratio == 1.0
+
+
+def test_notebook_fits_read_fit_or_list(synth_root, tmp_path):
+    """NotebookFits: a fit outside the declared subset and not in BENCH_DIR is listed with its command
+    (nothing fitted); one inside is fitted and kept; afterwards it is read back without fitting."""
+    from nbhelpers.benchmark import NotebookFits
+
+    splits = {"grass": load_split(synth_root, "grass")}
+    fits = NotebookFits(synth_root, splits, "smoke", "cpu", 0, tmp_path)
+    assert fits.get("baseline", "grass", fit_here=False, coreset_ratio=0.5) is None
+    assert fits.missing == [f"nbhelpers bench --method baseline --category grass --preset smoke --seed 0 "
+                            f"--data {synth_root} --out {tmp_path} --set coreset_ratio=0.5"]
+    assert not list(tmp_path.glob("*.json"))
+    note = fits.missing_note("ablation", "grass")
+    assert "ablation: not all fits are in this run" in note and "--set coreset_ratio=0.5" in note and not fits.missing
+    assert fits.missing_note("ablation", "grass") is None
+    model, row, predictions = fits.get("baseline", "grass", fit_here=True, coreset_ratio=0.5)
+    assert not row["cached"] and predictions["scores"].shape[0] == row["n_test"] and "predictions" not in row
+    again = fits.get("baseline", "grass", fit_here=False, coreset_ratio=0.5)
+    assert again is not None and again[1]["cached"] and again[1]["image_auroc"] == row["image_auroc"]
+    assert not fits.missing
+    kept_nothing = NotebookFits(synth_root, splits, "smoke", "cpu", 0, "")
+    assert kept_nothing.get("baseline", "grass", fit_here=True)[1]["cached"] is False
