@@ -144,3 +144,51 @@ def test_simulated_anomalies_are_visible(kind):
     assert np.mean(diffs) > 0.05
     with pytest.raises(TypeError):
         heterologous_anomaly((img * 255).astype(np.uint8), 0)
+
+
+def test_simulated_anomaly_stays_in_a_sampled_target_area():
+    """M = Perlin region & a target area (at most half the image side, Sec. 3.4), not the whole
+    foreground: on a plain image the masks' extents stay within the target-area sizes, while the
+    Perlin regions alone (min_scale 0) spread over most of the image."""
+    img, source = np.full((SIZE, SIZE, 3), 0.5, np.float32), np.zeros((SIZE, SIZE, 3), np.float32)
+    spans = []
+    for seed in range(12):
+        _, m = simulated_anomaly(img, source, np.random.default_rng(seed), min_scale=0, max_scale=1)
+        ys, xs = np.nonzero(m)
+        spans.append(max(np.ptp(ys), np.ptp(xs)) + 1)
+    assert max(spans) <= SIZE // 2 + 2, spans  # target_area's extent <= 0.5 * min(H, W)
+
+
+def test_simulated_anomaly_falls_back_to_the_target_area_not_the_image():
+    img, disk = _object_image()
+    for seed in range(3):  # threshold 5: the Perlin region is always empty
+        _, m = simulated_anomaly(img, np.zeros_like(img), np.random.default_rng(seed), foreground=disk,
+                                 threshold=5.0, max_tries=2)
+        assert m.any() and not (m.astype(bool) & ~disk).any()
+
+
+def test_extended_anomaly_never_pastes_outside_the_target_area():
+    """A ring-shaped defect whose centroid lies in its hole never overlaps a one-pixel target area
+    after the affine moves; the fallback translates one of its pixels onto that pixel."""
+    normal = np.full((SIZE, SIZE, 3), 0.5, np.float32)
+    anomaly = np.full((SIZE, SIZE, 3), 0.5, np.float32)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    ring = np.abs(np.hypot(yy - 32, xx - 32) - 10) < 1.5
+    anomaly[ring] = (1.0, 0.0, 0.0)
+    spot = np.zeros((SIZE, SIZE), bool)
+    spot[40, 17] = True
+    for seed in range(4):
+        out, m = extended_anomaly(normal, anomaly, ring, np.random.default_rng(seed), foreground=spot, n_color=0,
+                                  beta_range=(0.0, 0.0), max_tries=3)
+        assert np.array_equal(m > 0, spot)
+        np.testing.assert_allclose(out[40, 17], (1.0, 0.0, 0.0))  # a defect pixel, not background
+        np.testing.assert_array_equal(out[~spot], normal[~spot])
+
+
+def test_prn_training_textures_leave_out_the_category_photograph(synth_root):
+    from nbhelpers.data.layouts import load_split
+    from nbhelpers.methods import create
+
+    train = load_split(synth_root, "grass").train
+    data = create("prn", "smoke", device="cpu", weights=None).training_set(train[:2])
+    assert "grass" not in data.textures.names and len(data.textures) > 0

@@ -125,6 +125,22 @@ def random_affine(image: np.ndarray, mask: np.ndarray, rng: RngLike = None, cent
     return np.clip(out, 0, 1).astype(np.float32), out_mask
 
 
+def _overlapping_shift(image: np.ndarray, mask: np.ndarray, area: np.ndarray,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Translate ``image float32[H,W,3]`` and ``mask bool[H,W]`` (zero fill) so that a random mask
+    pixel lands on a random pixel of ``area bool[H,W]``: the moved mask overlaps ``area``."""
+    mys, mxs = np.nonzero(mask)
+    ays, axs = np.nonzero(area)
+    i, j = int(rng.integers(len(mys))), int(rng.integers(len(ays)))
+    dy, dx = int(ays[j] - mys[i]), int(axs[j] - mxs[i])
+    h, w = mask.shape
+    out_img, out_mask = np.zeros_like(image), np.zeros_like(mask)
+    dst = (slice(max(0, dy), min(h, h + dy)), slice(max(0, dx), min(w, w + dx)))
+    src = (slice(max(0, -dy), min(h, h - dy)), slice(max(0, -dx), min(w, w - dx)))
+    out_img[dst], out_mask[dst] = image[src], mask[src]
+    return out_img, out_mask
+
+
 def extended_anomaly(normal: np.ndarray, anomaly: np.ndarray, anomaly_mask: np.ndarray, rng: RngLike = None,
                      foreground: np.ndarray | None = None, beta_range: tuple[float, float] = (0.0, 0.5),
                      n_color: int = 2, max_tries: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +150,9 @@ def extended_anomaly(normal: np.ndarray, anomaly: np.ndarray, anomaly_mask: np.n
        (Aug1);
     2. ``R``: the defect rotated, sheared and shifted onto a random pixel of a target area ``TA``
        (:func:`target_area` on ``foreground``) by :func:`random_affine` (Aug2), redrawn while ``R``
-       does not overlap ``TA`` (after ``max_tries`` the overlap test is dropped);
+       does not overlap ``TA``; after ``max_tries`` the defect is translated (not rotated) so that
+       one of its pixels lands on a pixel of ``TA`` (:func:`_overlapping_shift`), so ``M`` is
+       never empty and never leaves ``TA``;
     3. ``M = mask(R) & TA`` and ``C = M * R`` (the clipped anomaly);
     4. ``E = (1 - M) * N + (1 - beta) * C + beta * M * N`` with the opacity ``beta ~ U[beta_range)``
        (PRN gives no range; a low one keeps the real defect visible).
@@ -167,7 +185,8 @@ def extended_anomaly(normal: np.ndarray, anomaly: np.ndarray, anomaly_mask: np.n
         if m.any():
             break
     else:
-        m = r_mask
+        r_img, r_mask = _overlapping_shift(a_img, np.asarray(anomaly_mask, bool), area, rng)
+        m = r_mask & area
     beta = np.float32(rng.uniform(*beta_range))
     blended = np.clip((1.0 - beta) * r_img + beta * n_img, 0.0, 1.0)
     out = np.where(m[..., None], blended, n_img).astype(np.float32)
@@ -178,10 +197,11 @@ def simulated_anomaly(image: np.ndarray, source: np.ndarray, rng: RngLike = None
                       foreground: np.ndarray | None = None, beta_range: tuple[float, float] = (0.0, 0.8),
                       min_scale: int = 0, max_scale: int = 6, threshold: float = 0.5,
                       max_tries: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Paste ``source`` into ``image`` through a Perlin region restricted to the target area.
+    """Paste ``source`` into ``image`` through a Perlin region restricted to a PRN target area.
 
-    ``M = perlin_mask(...) & foreground`` (redrawn while empty; after ``max_tries`` the Perlin region
-    alone is used), ``beta ~ U[beta_range)``, and
+    ``TA = target_area(foreground)`` (a random circle, rectangle or polygon on the foreground, Sec.
+    3.4), ``M = perlin_mask(...) & TA`` (the Perlin region is redrawn while ``M`` is empty; after
+    ``max_tries`` ``M = TA``, so ``M`` never leaves the target area), ``beta ~ U[beta_range)``, and
     ``out = (1 - M) * image + (1 - beta) * M * source + beta * M * image``.
 
     Returns:
@@ -191,14 +211,13 @@ def simulated_anomaly(image: np.ndarray, source: np.ndarray, rng: RngLike = None
     src = check_float_image(source, "source")
     rng = _rng(rng)
     h, w = img.shape[:2]
-    fg = np.ones((h, w), bool) if foreground is None else np.asarray(foreground, bool)
+    area = target_area((h, w), rng, foreground)
     for _ in range(max(1, max_tries)):
-        region = perlin_mask((h, w), rng, min_scale=min_scale, max_scale=max_scale, threshold=threshold)
-        m = region & fg
+        m = perlin_mask((h, w), rng, min_scale=min_scale, max_scale=max_scale, threshold=threshold) & area
         if m.any():
             break
     else:
-        m = region
+        m = area
     beta = np.float32(rng.uniform(*beta_range))
     blended = np.clip((1.0 - beta) * src + beta * img, 0.0, 1.0)
     return np.where(m[..., None], blended, img).astype(np.float32), m.astype(np.float32)
@@ -208,7 +227,9 @@ def heterologous_anomaly(image: np.ndarray, rng: RngLike = None, textures: Textu
                          foreground: np.ndarray | None = None, n_augment: int = 3,
                          **kwargs) -> tuple[np.ndarray, np.ndarray]:
     """PRN's heterologous anomaly (HEA): Perlin region x a random augmented texture (as DRAEM),
-    placed in the target area. ``kwargs`` go to :func:`simulated_anomaly`."""
+    placed in a target area. ``textures``: the pool (``None``: every offline texture; for training on a
+    category use :meth:`TextureSource.for_category`, which leaves out its own source photograph).
+    ``kwargs`` go to :func:`simulated_anomaly`."""
     rng = _rng(rng)
     textures = textures if textures is not None else _default_textures()
     tex = augment_texture(textures.sample(rng, check_float_image(image).shape[:2]), rng, n=n_augment)

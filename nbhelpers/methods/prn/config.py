@@ -27,9 +27,11 @@ class Config(MethodConfig):
         focal_alpha, focal_gamma, focal_weight: focal loss alpha, gamma and lambda of Eq. 5.
         top_k: pixels averaged for the image score at 256 x 256, scaled with the image area.
         hoa_prob: fraction of simulated anomalies that are homologous (the rest heterologous).
-        target_areas: place generated anomalies on the object's foreground (objects) / anywhere
-            (textures); ``False`` places them anywhere.
-        textures: folder of texture images for HEA (DTD in the paper); ``None`` = the offline ones.
+        target_areas: place generated anomalies in target areas (a random circle, rectangle or polygon)
+            on the object's foreground (objects) / anywhere (textures); ``False``: target areas
+            anywhere in the image.
+        textures: folder of texture images for HEA (DTD in the paper); ``None`` = the offline ones;
+            either way without the category's own source photograph.
         batch_size: images per step, in groups of 2 normal + 1 extended + 1 simulated (paper 64 =
             32 + 16 + 16); rounded down to whole groups.
 

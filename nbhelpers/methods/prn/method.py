@@ -80,13 +80,17 @@ class PRN(AnomalyMethod):
     # ----- training -------------------------------------------------------------------------------
     def training_set(self, train: Sequence[Sample],
                      anomalies: Sequence[Sample] | None = None) -> AnomalyGenerationDataset:
-        """The generated training data (Sec. 3.4) from normal ``train`` and seen ``anomalies``."""
+        """The generated training data (Sec. 3.4) from normal ``train`` and seen ``anomalies``; the HEA
+        texture pool leaves out the category's own source photograph (as POUTA's)."""
         cfg = self.config
         size = cfg.image_size
         seen = [(load_image(s, size), union_mask(s, size)) for s in (anomalies or [])]
         mean, std = self.normalization
+        if not train:
+            raise DatasetError("PRN: no normal training images.")
         return AnomalyGenerationDataset([load_image(s, size) for s in train], seen, mean, std, cfg.seed,
-                                        TextureSource(cfg.textures), cfg.hoa_prob, cfg.target_areas)
+                                        TextureSource.for_category(train[0].category, cfg.textures), cfg.hoa_prob,
+                                        cfg.target_areas)
 
     def on_fit_start(self, train: Sequence[Sample], val: Sequence[Sample] | None,
                      anomalies: Sequence[Sample] | None) -> None:
