@@ -183,6 +183,37 @@ def test_attention_head_matches_a_loop_over_patches():
     torch.testing.assert_close(whole(x)[0], whole.value(x))
 
 
+@pytest.mark.parametrize("scale", ["dim", "sqrt_dim"])
+def test_patch_embedding_head_matches_a_loop_over_patches(scale):
+    """embedding="patch": each token is the p x p depthwise conv of its patch (every pixel, its own
+    weight per channel) followed by the 1x1 conv; logits scaled by 1/d or 1/sqrt(d), d = C."""
+    torch.manual_seed(0)
+    c, h, p = 3, 8, 4
+    head = PatchAttentionHead(c, (h, h), (p, p), embedding="patch", scale=scale)
+    x = torch.randn(1, c, h, h)
+    with torch.no_grad():
+        out, attn = head(x)
+        v = head.value(x)[0]
+
+        def token(conv, i, j):
+            depthwise, pointwise = conv[0], conv[1]
+            patch = x[0, :, i * p:(i + 1) * p, j * p:(j + 1) * p]
+            mixed = torch.stack([(depthwise.weight[ch, 0] * patch[ch]).sum() + depthwise.bias[ch] for ch in range(c)])
+            return pointwise.weight[:, :, 0, 0] @ mixed + pointwise.bias
+
+        cells = [(i, j) for i in range(h // p) for j in range(h // p)]
+        d = c if scale == "dim" else math.sqrt(c)
+        logits = torch.tensor([[float(token(head.query, *a) @ token(head.key, *b)) / d for b in cells] for a in cells])
+    torch.testing.assert_close(attn[0], torch.softmax(logits, -1), rtol=1e-4, atol=1e-5)
+    vec = lambda t, i, j: t[:, i * p:(i + 1) * p, j * p:(j + 1) * p].reshape(-1)  # noqa: E731
+    first = sum(attn[0, 0, n] * vec(v, *cells[n]) for n in range(len(cells)))
+    torch.testing.assert_close(out[0, :, :p, :p].reshape(-1), first, rtol=1e-4, atol=1e-5)
+    # the scale of the pointwise head follows the same switch: 1 / sqrt(C p^2)
+    assert PatchAttentionHead(c, (h, h), (p, p), scale="sqrt_dim").scale == pytest.approx((c * p * p) ** -0.5)
+    with pytest.raises(ConfigError, match="msa_embedding"):
+        get_config("prn", "smoke", msa_embedding="fc")
+
+
 def test_msa_patch_sizes_errors():
     assert msa_patch_sizes((64, 64), (1, 2, 4, 8)) == [(64, 64), (32, 32), (16, 16), (8, 8)]
     with pytest.raises(ConfigError, match="divisible"):
@@ -304,9 +335,10 @@ def test_same_seed_same_scores_and_no_seen_anomalies(brick):
     torch.testing.assert_close(a.predict(batch).scores, b.predict(batch).scores)
 
 
-def test_short_training_lowers_the_loss(brick):
+@pytest.mark.parametrize("msa", [dict(), dict(msa_embedding="patch", msa_scale="sqrt_dim")])
+def test_short_training_lowers_the_loss(brick, msa):
     split, seen = brick
-    model = create("prn", "smoke", device="cpu")
+    model = create("prn", "smoke", device="cpu", **msa)
     model.fit_prototypes(split.train)
     data = model.training_set(split.train, seen)
     batch = {k: data[0][k][None] for k in ("image", "mask")}  # one group: 2 normal, 1 EA, 1 SA
@@ -320,6 +352,8 @@ def test_short_training_lowers_the_loss(brick):
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.7 * losses[0]
+    head = model.net.attention[0][0].heads[1]  # a multi-patch head: its Q/K embedding was trained
+    assert head.query is not None and all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.query.parameters())
 
 
 def test_bench_and_cli_hold_out_seen_anomalies(synth_root, tmp_path, capsys):

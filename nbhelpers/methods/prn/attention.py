@@ -25,26 +25,61 @@ def unpatchify(x: torch.Tensor, c: int, h: int, w: int, ph: int, pw: int) -> tor
     return x.reshape(b, c, h, w)
 
 
+#: Q/K embeddings of a patch (``PatchAttentionHead``): a 1x1 conv per pixel, or a per-patch FC factorised
+#: as a ``p x p`` depthwise conv (stride ``p``) followed by a 1x1 conv.
+MSA_EMBEDDINGS = ("pointwise", "patch")
+
+#: Attention logit scales: ``1/d`` as Eq. 3 prints (``d = c_s`` for the pointwise embedding) or ``1/sqrt(d)``.
+MSA_SCALES = ("dim", "sqrt_dim")
+
+
 class PatchAttentionHead(nn.Module):
     """One MSA head (Eq. 3): self-attention between the ``N = (h/p)(w/p)`` patches of size ``p``.
 
-    ``A = softmax(Q K^T / c_s) V`` with ``c_s = C p^2`` (the paper divides by ``c_s``, not its root).
-    A fully-connected embedding of the ``C p^2``-dim flattened patches would need ``(C p^2)^2``
-    weights (about 4·10^10 for ``p = h = 64``), so, as in M2TR [58] which PRN builds on, Q/K/V come
-    from 1x1 convolutions, i.e. one FC layer shared by every position of the patch. A head with a
-    single patch (``p = h``) has a one-element softmax, so it has no Q/K and returns ``V``.
+    ``A = softmax(Q K^T s) V``. A fully-connected embedding of the ``c_s = C p^2``-dim flattened
+    patches, as the paper writes, would need ``(C p^2)^2`` weights (about 4·10^10 for ``p = h = 64``),
+    so Q/K come from one of two cheaper embeddings (``embedding``):
+
+    * ``"pointwise"``: a 1x1 convolution, i.e. one FC layer shared by every pixel of the patch (as in
+      M2TR [58], which PRN builds on); tokens have ``d = C p^2`` dimensions and pixels of a patch are
+      not mixed before attending;
+    * ``"patch"``: the patch FC factorised as a ``p x p`` depthwise convolution with stride ``p`` (each
+      channel's ``p^2`` pixels mixed by their own weights) and a 1x1 convolution across channels:
+      one ``d = C`` token per patch that sees every pixel of it, with ``C p^2 + C^2`` weights.
+
+    The scale ``s`` is ``1/d`` as Eq. 3 prints it (``1/c_s`` for the pointwise embedding; likely a typo
+    for the usual square root, and near-uniform rows for large ``d``) or ``1/sqrt(d)``
+    (``scale="sqrt_dim"``). V is a 1x1 convolution, attended per pixel position, so the output keeps
+    the map's resolution. A head with a single patch (``p = h``) has a one-element softmax, so it has
+    no Q/K and returns ``V``.
 
     ``forward(float[B,C,h,w]) -> (float[B,C,h,w], attention float[B,N,N])``.
     """
 
-    def __init__(self, channels: int, size: tuple[int, int], patch: tuple[int, int]) -> None:
+    def __init__(self, channels: int, size: tuple[int, int], patch: tuple[int, int], embedding: str = "pointwise",
+                 scale: str = "dim") -> None:
         super().__init__()
-        self.size, self.patch = tuple(size), tuple(patch)
+        if embedding not in MSA_EMBEDDINGS or scale not in MSA_SCALES:
+            raise ConfigError(f"MSA: embedding {embedding!r} / scale {scale!r}; valid: {MSA_EMBEDDINGS} / {MSA_SCALES}.")
+        self.size, self.patch, self.embedding = tuple(size), tuple(patch), embedding
         self.tokens = (size[0] // patch[0]) * (size[1] // patch[1])
-        self.scale = 1.0 / (channels * patch[0] * patch[1])
+        dim = channels * patch[0] * patch[1] if embedding == "pointwise" else channels
+        self.scale = 1.0 / dim if scale == "dim" else dim ** -0.5
         self.value = nn.Conv2d(channels, channels, 1)
-        self.query = nn.Conv2d(channels, channels, 1) if self.tokens > 1 else None
-        self.key = nn.Conv2d(channels, channels, 1) if self.tokens > 1 else None
+        self.query = self._embedding(channels) if self.tokens > 1 else None
+        self.key = self._embedding(channels) if self.tokens > 1 else None
+
+    def _embedding(self, channels: int) -> nn.Module:
+        if self.embedding == "pointwise":
+            return nn.Conv2d(channels, channels, 1)
+        return nn.Sequential(nn.Conv2d(channels, channels, self.patch, stride=self.patch, groups=channels),
+                             nn.Conv2d(channels, channels, 1))
+
+    def _tokens(self, embedded: torch.Tensor) -> torch.Tensor:
+        """``float[B,C,h,w]`` (pointwise) or ``float[B,C,h/p,w/p]`` (patch) -> ``float[B,N,d]``, row-major patches."""
+        if self.embedding == "pointwise":
+            return patchify(embedded, *self.patch)
+        return embedded.flatten(2).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, h, w = x.shape
@@ -52,7 +87,7 @@ class PatchAttentionHead(nn.Module):
         v = self.value(x)
         if self.query is None:
             return v, torch.ones(b, 1, 1, device=x.device, dtype=x.dtype)
-        q, k = patchify(self.query(x), ph, pw), patchify(self.key(x), ph, pw)
+        q, k = self._tokens(self.query(x)), self._tokens(self.key(x))
         attn = torch.softmax((q @ k.transpose(1, 2)) * self.scale, dim=-1)       # [B, N, N]
         out = attn @ patchify(v, ph, pw)
         return unpatchify(out, c, h, w, ph, pw), attn
@@ -114,15 +149,18 @@ class MSASizeRule(SizeRule):
 
 
 class MultiSizeSelfAttention(nn.Module):
-    """MSA block (Sec. 3.3): one :class:`PatchAttentionHead` per patch size, outputs concatenated
+    """MSA block (Sec. 3.3): one :class:`PatchAttentionHead` per patch size (``embedding`` and ``scale``
+    as there), outputs concatenated
     (``len(heads) x C`` channels) and passed through a :class:`ResidualBlock` back to ``C``.
 
     ``forward(float[B,C,h,w]) -> (float[B,C,h,w], list of attention float[B,N_s,N_s] per head)``.
     """
 
-    def __init__(self, channels: int, size: tuple[int, int], divisors: Sequence[int] = (1, 2, 4, 8)) -> None:
+    def __init__(self, channels: int, size: tuple[int, int], divisors: Sequence[int] = (1, 2, 4, 8),
+                 embedding: str = "pointwise", scale: str = "dim") -> None:
         super().__init__()
-        self.heads = nn.ModuleList(PatchAttentionHead(channels, size, p) for p in msa_patch_sizes(size, divisors))
+        self.heads = nn.ModuleList(PatchAttentionHead(channels, size, p, embedding, scale)
+                                   for p in msa_patch_sizes(size, divisors))
         self.residual = ResidualBlock(len(self.heads) * channels, channels)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

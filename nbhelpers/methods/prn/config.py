@@ -4,8 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from nbhelpers.errors import ConfigError
 from nbhelpers.methods.base import MethodConfig
 from nbhelpers.methods.fields import Range
+from nbhelpers.methods.prn.attention import MSA_EMBEDDINGS, MSA_SCALES
 
 
 @dataclass
@@ -19,6 +21,9 @@ class Config(MethodConfig):
             0.1; ``>= 1`` keeps every training map, no clustering).
         kmeans_iters: maximum Lloyd iterations per scale (paper: 300).
         msa_depth: stacked MSA blocks per scale (paper N = 3).
+        msa_embedding: Q/K embedding of a patch, ``"pointwise"`` (1x1 conv) or ``"patch"`` (``p x p``
+            depthwise + 1x1 conv: the paper's patch FC, factorised); see ``PatchAttentionHead``.
+        msa_scale: attention logits times ``1/d`` (``"dim"``, Eq. 3 as printed) or ``1/sqrt(d)``.
         patch_divisors: MSA head patch sizes are ``h // d`` for each ``d`` (paper ``h, h/2, h/4, h/8``).
         use_prototypes, use_msa, use_fusion: the modules of Table 4 (all off = plain U-Net).
         seen_anomalies: real anomalies to train on (paper: 10); ``nbhelpers.benchmark`` holds them out
@@ -50,6 +55,8 @@ class Config(MethodConfig):
     kmeans_iters: int = 100
     msa_depth: int = 1
     patch_divisors: tuple[int, ...] = (1, 2, 4, 8)
+    msa_embedding: str = "pointwise"
+    msa_scale: str = "dim"
     use_prototypes: bool = True
     use_msa: bool = True
     use_fusion: bool = True
@@ -76,3 +83,10 @@ class Config(MethodConfig):
         "paper": dict(backbone="resnet18", weights="timm", image_size=256, batch_size=64, epochs=700, lr=0.0001,
                       kmeans_iters=300, msa_depth=3, seen_anomalies=10, weight_decay=0.01),
     }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.msa_embedding not in MSA_EMBEDDINGS:
+            raise ConfigError(f"PRN: msa_embedding {self.msa_embedding!r}; valid: {MSA_EMBEDDINGS}.")
+        if self.msa_scale not in MSA_SCALES:
+            raise ConfigError(f"PRN: msa_scale {self.msa_scale!r}; valid: {MSA_SCALES}.")

@@ -48,7 +48,8 @@ class PRN(AnomalyMethod):
         self.feature_sizes = [tuple(f.shape[-2:]) for f in probe[:-1]]
         self.net = PrototypicalResidualNetwork(
             self.backbone.channels[:-1], self.backbone.reductions[:-1], self.feature_sizes, self.backbone.channels[-1],
-            cfg.msa_depth, cfg.patch_divisors, cfg.use_prototypes, cfg.use_msa, cfg.use_fusion).to(self.device)
+            cfg.msa_depth, cfg.patch_divisors, cfg.use_prototypes, cfg.use_msa, cfg.use_fusion, cfg.msa_embedding,
+            cfg.msa_scale).to(self.device)
         self.top_k = scaled_top_k(cfg.top_k, cfg.image_size, cfg.image_size)
         self.kmeans_results: list[KMeansResult | None] = []
 

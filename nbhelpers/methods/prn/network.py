@@ -66,6 +66,7 @@ class PrototypicalResidualNetwork(nn.Module):
             map sizes ``(h, w)`` at the training resolution.
         bottleneck_channels: channels of the deepest backbone map (decoder input).
         msa_depth, patch_divisors: MSA blocks per scale and head patch sizes.
+        msa_embedding, msa_scale: Q/K embedding and logit scale of every head (:class:`PatchAttentionHead`).
         use_prototypes, use_msa, use_fusion: Table 4 switches.
 
     ``forward(features (skip scales + bottleneck), out_size, details=False)`` returns logits
@@ -76,7 +77,8 @@ class PrototypicalResidualNetwork(nn.Module):
 
     def __init__(self, channels: Sequence[int], reductions: Sequence[int], sizes: Sequence[tuple[int, int]],
                  bottleneck_channels: int, msa_depth: int = 3, patch_divisors: Sequence[int] = (1, 2, 4, 8),
-                 use_prototypes: bool = True, use_msa: bool = True, use_fusion: bool = True) -> None:
+                 use_prototypes: bool = True, use_msa: bool = True, use_fusion: bool = True,
+                 msa_embedding: str = "pointwise", msa_scale: str = "dim") -> None:
         super().__init__()
         n = len(channels)
         skip = [c * (2 if use_prototypes else 1) for c in channels]
@@ -84,7 +86,8 @@ class PrototypicalResidualNetwork(nn.Module):
         self.feature_fusion = MultiScaleFusion(channels, reductions) if use_fusion else None
         self.residual_fusion = MultiScaleFusion(channels, reductions) if use_fusion and use_prototypes else None
         self.attention = nn.ModuleList(
-            nn.ModuleList(MultiSizeSelfAttention(skip[j], sizes[j], patch_divisors) for _ in range(msa_depth))
+            nn.ModuleList(MultiSizeSelfAttention(skip[j], sizes[j], patch_divisors, msa_embedding, msa_scale)
+                          for _ in range(msa_depth))
             for j in range(n)) if use_msa and msa_depth > 0 else None
         self.skip_fusion = MultiScaleFusion(skip, reductions) if use_fusion and self.attention is not None else None
         self.decoder = Decoder(bottleneck_channels, skip, list(channels))
