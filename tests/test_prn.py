@@ -27,6 +27,7 @@ from nbhelpers.methods.prn import (
     kmeans,
     msa_patch_sizes,
     nearest_prototype,
+    windowed_nearest,
     patchify,
     prn_loss,
     scaled_top_k,
@@ -101,6 +102,28 @@ def test_nearest_prototype_constructed_and_brute_force():
     f, p = torch.randn(6, 4, 5, 5, generator=g), torch.randn(9, 4, 5, 5, generator=g)
     brute = [min(range(9), key=lambda k: float(((fi - p[k]) ** 2).sum())) for fi in f]
     assert nearest_prototype(f, p)[0].tolist() == brute
+
+
+def test_windowed_nearest_against_loops_and_on_a_shifted_object():
+    g = torch.Generator().manual_seed(0)
+    feats, protos = torch.randn(2, 3, 5, 6, generator=g), torch.randn(4, 3, 5, 6, generator=g)
+    for r in (0, 1, 2):
+        got = windowed_nearest(feats, protos, r)
+        for b in range(2):
+            for y in range(5):
+                for x in range(6):
+                    cands = [protos[k, :, yy, xx] for k in range(4) for yy in range(max(0, y - r), min(5, y + r + 1))
+                             for xx in range(max(0, x - r), min(6, x + r + 1))]
+                    best = min(cands, key=lambda v: float((feats[b, :, y, x] - v).norm()))
+                    torch.testing.assert_close(got[b, :, y, x], best)
+    # an object shifted by one cell: Eq. 1's whole-map residual is large, the windowed one vanishes
+    mp = MultiScalePrototypes(1, window=1)
+    mp.assign([protos])
+    shifted = torch.roll(protos[2:3], 1, dims=3)
+    windowed = mp([shifted])[0][0][..., 1:]
+    whole = MultiScalePrototypes(1)
+    whole.assign([protos])
+    assert float(windowed.abs().max()) < 1e-5 and float(whole([shifted])[0][0][..., 1:].abs().mean()) > 0.5
 
 
 def test_multi_scale_prototypes_residuals_pick_per_scale():
@@ -335,7 +358,7 @@ def test_same_seed_same_scores_and_no_seen_anomalies(brick):
     torch.testing.assert_close(a.predict(batch).scores, b.predict(batch).scores)
 
 
-@pytest.mark.parametrize("msa", [dict(), dict(msa_embedding="patch", msa_scale="sqrt_dim")])
+@pytest.mark.parametrize("msa", [dict(), dict(msa_embedding="patch", msa_scale="sqrt_dim", prototype_window=1)])
 def test_short_training_lowers_the_loss(brick, msa):
     split, seen = brick
     model = create("prn", "smoke", device="cpu", **msa)

@@ -39,7 +39,7 @@ from nbhelpers.methods.prn.fusion import BilinearUp, DepthwiseSeparableDown, Mul
 from nbhelpers.methods.prn.loss import prn_loss, scaled_top_k, top_k_score
 from nbhelpers.methods.prn.method import PRN
 from nbhelpers.methods.prn.network import Decoder, PrototypicalResidualNetwork, UpBlock
-from nbhelpers.methods.prn.prototypes import MultiScalePrototypes, nearest_prototype
+from nbhelpers.methods.prn.prototypes import MultiScalePrototypes, nearest_prototype, windowed_nearest
 
 __all__ = [
     "PRN",
@@ -68,4 +68,5 @@ __all__ = [
     "top_k_score",
     "unpatchify",
     "unsplittable_patches",
+    "windowed_nearest",
 ]

@@ -20,6 +20,9 @@ class Config(MethodConfig):
         prototype_ratio: prototypes per scale as a fraction of the normal training images (Table 6:
             0.1; ``>= 1`` keeps every training map, no clustering).
         kmeans_iters: maximum Lloyd iterations per scale (paper: 300).
+        prototype_window: 0 = Eq. 1 (the residual to the nearest whole prototype map); ``r > 0`` = per
+            position, the residual to the nearest prototype feature within ``±r`` grid cells of any
+            prototype, for objects that are not aligned (``windowed_nearest``).
         msa_depth: stacked MSA blocks per scale (paper N = 3).
         msa_embedding: Q/K embedding of a patch, ``"pointwise"`` (1x1 conv) or ``"patch"`` (``p x p``
             depthwise + 1x1 conv: the paper's patch FC, factorised); see ``PatchAttentionHead``.
@@ -53,6 +56,7 @@ class Config(MethodConfig):
     bottleneck_layer: int = 4
     prototype_ratio: float = 0.1
     kmeans_iters: int = 100
+    prototype_window: int = 0
     msa_depth: int = 1
     patch_divisors: tuple[int, ...] = (1, 2, 4, 8)
     msa_embedding: str = "pointwise"
@@ -74,8 +78,8 @@ class Config(MethodConfig):
     batch_size: int = 16
 
     RANGES: ClassVar[dict[str, Range]] = {
-        "prototype_ratio": Range(0, open_low=True), "kmeans_iters": Range(1), "msa_depth": Range(1),
-        "patch_divisors": Range(1), "focal_alpha": Range(0, 1), "top_k": Range(1), "hoa_prob": Range(0, 1)}
+        "prototype_ratio": Range(0, open_low=True), "kmeans_iters": Range(1), "prototype_window": Range(0),
+        "msa_depth": Range(1), "patch_divisors": Range(1), "focal_alpha": Range(0, 1), "top_k": Range(1), "hoa_prob": Range(0, 1)}
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
         "smoke": dict(image_size=64, batch_size=8, epochs=2, progress=False, kmeans_iters=20, seen_anomalies=2),

@@ -49,7 +49,7 @@ class PRN(AnomalyMethod):
         self.net = PrototypicalResidualNetwork(
             self.backbone.channels[:-1], self.backbone.reductions[:-1], self.feature_sizes, self.backbone.channels[-1],
             cfg.msa_depth, cfg.patch_divisors, cfg.use_prototypes, cfg.use_msa, cfg.use_fusion, cfg.msa_embedding,
-            cfg.msa_scale).to(self.device)
+            cfg.msa_scale, cfg.prototype_window).to(self.device)
         self.top_k = scaled_top_k(cfg.top_k, cfg.image_size, cfg.image_size)
         self.kmeans_results: list[KMeansResult | None] = []
 

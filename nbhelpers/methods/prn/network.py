@@ -67,6 +67,8 @@ class PrototypicalResidualNetwork(nn.Module):
         bottleneck_channels: channels of the deepest backbone map (decoder input).
         msa_depth, patch_divisors: MSA blocks per scale and head patch sizes.
         msa_embedding, msa_scale: Q/K embedding and logit scale of every head (:class:`PatchAttentionHead`).
+        prototype_window: residuals to the nearest prototype feature within this many cells (0: Eq. 1's
+            nearest whole map); see :class:`MultiScalePrototypes`.
         use_prototypes, use_msa, use_fusion: Table 4 switches.
 
     ``forward(features (skip scales + bottleneck), out_size, details=False)`` returns logits
@@ -78,11 +80,11 @@ class PrototypicalResidualNetwork(nn.Module):
     def __init__(self, channels: Sequence[int], reductions: Sequence[int], sizes: Sequence[tuple[int, int]],
                  bottleneck_channels: int, msa_depth: int = 3, patch_divisors: Sequence[int] = (1, 2, 4, 8),
                  use_prototypes: bool = True, use_msa: bool = True, use_fusion: bool = True,
-                 msa_embedding: str = "pointwise", msa_scale: str = "dim") -> None:
+                 msa_embedding: str = "pointwise", msa_scale: str = "dim", prototype_window: int = 0) -> None:
         super().__init__()
         n = len(channels)
         skip = [c * (2 if use_prototypes else 1) for c in channels]
-        self.prototypes = MultiScalePrototypes(n) if use_prototypes else None
+        self.prototypes = MultiScalePrototypes(n, prototype_window) if use_prototypes else None
         self.feature_fusion = MultiScaleFusion(channels, reductions) if use_fusion else None
         self.residual_fusion = MultiScaleFusion(channels, reductions) if use_fusion and use_prototypes else None
         self.attention = nn.ModuleList(
