@@ -286,20 +286,22 @@ class NotebookFits:
     bench_dir: str | Path | None = None
     missing: list[str] = dataclasses.field(default_factory=list)
 
-    def get(self, method: str, category: str, fit_here: bool, progress: bool = False,
+    def get(self, method: str, category: str, fit_here: bool, progress: bool | None = None,
             **overrides: Any) -> tuple[AnomalyMethod, dict[str, Any], dict[str, Any]] | None:
         """``(model, row, predictions)`` of ``method`` on ``category`` with ``overrides``, evaluated like
         ``nbhelpers bench``: read from ``bench_dir`` when there, else fitted if ``fit_here``, else
-        ``None`` (and its command appended to :attr:`missing`)."""
+        ``None`` (and its command appended to :attr:`missing`). ``progress``: show the fit's progress
+        bar (``None``: as the preset says; it does not change which fit is read)."""
         split, bench_dir = self.splits[category], self.bench_dir or None
+        shown = {} if progress is None else {"progress": progress}
         if not fit_here and not is_cached(method, split, bench_dir, self.preset, self.device, self.seed,
-                                          progress=progress, **overrides):
+                                          **shown, **overrides):
             self.missing.append(bench_command(method, category, self.preset, self.seed, self.data_root,
                                               bench_dir or "reports/bench", overrides))
             return None
         model, row = fit_or_load(method, self.data_root, category, preset=self.preset, device=self.device,
                                  seed=self.seed, keep_predictions=True, bench_dir=bench_dir, split=split,
-                                 progress=progress, **overrides)
+                                 **shown, **overrides)
         return model, row, row.pop("predictions")
 
     def missing_note(self, what: str, fitted_here: str) -> str | None:
