@@ -44,7 +44,9 @@ def test_registry_and_presets():
     assert (paper.backbone, paper.layers, paper.d_model, paper.heads, paper.n_layers) == ("tf_efficientnet_b6.aa_in1k", (2, 3), (256, 512), 8, 3)
     assert (paper.lambda1, paper.lambda2, paper.lr, paper.epochs, paper.image_size) == (0.5, 0.5, 1e-4, 100, 256)
     cpu = get_config("fod", "cpu")
-    assert (cpu.backbone, cpu.weights, cpu.layers) == ("efficientnet_lite0", "packaged", (2, 3))  # strides 8, 16
+    # the baseline's 256 px at strides 16, 32: the same 16x16 + 8x8 grids as 128 px at strides 8, 16
+    assert (cpu.backbone, cpu.weights, cpu.layers, cpu.image_size) == ("efficientnet_lite0", "packaged", (3, 4), 256)
+    assert get_config("fod", "smoke").layers == (2, 3)
     with pytest.raises(ConfigError, match="reference"):
         get_config("fod", "smoke", reference="kmeans")
     with pytest.raises(ConfigError, match="one value per"):
