@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from nbhelpers.cli import main
+from nbhelpers.errors import DatasetError
 from nbhelpers.maps import max_score, upsample
 from nbhelpers.methods import available, create, get, get_config
 from nbhelpers import papermap
@@ -27,7 +28,8 @@ def test_every_preset_resolves_to_the_reference_config():
     changed on purpose by issue 19: n and sigma by layout, per-branch template alignment, torchvision
     weights in ``paper``, the global bottleneck only in ``smoke`` and ``cpu``; POUTA's by issue 20:
     I_aug, few-shot, the cpu regime and the paper's discriminative widths in ``paper``; FOD's by issue 22:
-    the official layer (residuals cancel) and the paper's tf_efficientnet_b6 weights): a refactoring
+    the official layer (residuals cancel), the paper's tf_efficientnet_b6 weights and official levels in ``paper``,
+    the cpu preset at 256 px on levels (3, 4) for 30 epochs): a refactoring
     that lets a default leak into a preset (or changes one) fails here."""
     reference = json.loads(REFERENCE.read_text())
     now = {m: {p: json.loads(json.dumps(get_config(m, p).to_dict(), default=list)) for p in ("smoke", "cpu", "paper")}
@@ -44,6 +46,14 @@ def test_one_source_of_defaults(name):
     for preset in ("smoke", "paper"):
         assert all(defaults[k] != (list(v) if isinstance(v, tuple) else v) and defaults[k] != v
                    for k, v in cls.PRESETS[preset].items()), preset
+
+
+@pytest.mark.parametrize("name", ["baseline", "thfr", "pouta", "pouta_vanilla", "prn", "fod"])
+def test_fit_without_training_images_is_one_clear_error(name):
+    model = create(name, "smoke", device="cpu", weights=None) if name != "pouta_vanilla" else create(name, "smoke", device="cpu")
+    with pytest.raises(DatasetError, match=rf"{name}\.fit: no normal training images"):
+        model.fit([])
+    assert model.fitted_on == {}  # nothing recorded as learned
 
 
 @pytest.mark.parametrize("name", ["baseline", "thfr", "pouta", "pouta_vanilla", "prn", "fod"])

@@ -25,7 +25,7 @@ from nbhelpers.data.io import read_image, read_mask
 from nbhelpers.data.layouts import load_split
 from nbhelpers.data.torchdata import AnomalyDataset
 from nbhelpers.errors import ConfigError, DatasetError, DatasetWarning, DeviceMemoryError
-from nbhelpers.methods import available, create
+from nbhelpers.methods import available, create, get_config
 from nbhelpers.methods.baseline import Baseline
 from nbhelpers.train import CheckpointError, TrainingError, fit, load_checkpoint
 
@@ -167,6 +167,15 @@ def test_bad_backbone_layers_or_size_value_fail_at_creation():
         create("fod", "smoke", backbone="resnet_nope")
     with pytest.raises(ConfigError, match=r"(?s)no feature level\(s\) \[9\].*4: blocks.6 \(320 ch, /32\)"):
         create("thfr", "smoke", layers=(2, 9))
+
+
+@pytest.mark.parametrize("method, key, valid", [("fod", "scoring", "'rec', 'div', 'rec_div'"), ("fod", "reference", "'mean', 'coreset'"),
+                                                ("prn", "msa_embedding", "'pointwise', 'patch'"), ("prn", "msa_scale", "'dim', 'sqrt_dim'"),
+                                                ("thfr", "template_align", "'conv', 'pooled'")])
+def test_a_text_option_outside_its_choices_is_one_line_naming_them(method, key, valid):
+    with pytest.raises(ConfigError, match=f"^{method}: {key}='nope' is not valid: it must be one of {valid} "
+                                          rf"\(e\.g\. --set {key}=\"[a-z_]+\"\)\.$"):
+        get_config(method, "cpu", **{key: "nope"})
 
 
 # ------------------------------------------------------------------------------------- 3. training faults

@@ -29,7 +29,7 @@ from nbhelpers import distributed, get_device, seed_everything
 from nbhelpers.backbones import level_strides
 from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import AnomalyDataset, make_loader
-from nbhelpers.errors import ConfigError
+from nbhelpers.errors import ConfigError, DatasetError
 from nbhelpers.methods.fields import Range, check_fields
 from nbhelpers.progress import progress
 from nbhelpers.provenance import config_differences, data_fingerprint
@@ -259,6 +259,9 @@ class AnomalyMethod:
         resume, DDP), then :meth:`on_fit_end`. What it learned from is kept in :attr:`fitted_on`
         (categories, image count, :func:`~nbhelpers.provenance.data_fingerprint`) and saved.
         """
+        if not train:
+            raise DatasetError(f"{self.name}.fit: no normal training images (train is empty); pass the category's "
+                               "train/good samples, e.g. load_split(root, category).train.")
         self.fitted_on = {"categories": sorted({s.category for s in train}), "n_train": len(train),
                           "n_anomalies": len(anomalies or ()), "train_fingerprint": data_fingerprint(train)}
         self.on_fit_start(train, val, anomalies)

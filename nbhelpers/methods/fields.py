@@ -3,10 +3,13 @@
 Every field of a :class:`~nbhelpers.methods.base.MethodConfig` is checked against its type hint
 (``int``, ``float``, ``bool``, ``str``, ``X | None``, ``tuple[T, ...]``, ``tuple[T, T]``) and every
 number, also inside tuples, against a :class:`Range`: the ``RANGES`` entry for the field (a class's
-``RANGES`` extend those of its bases), or ``>= 0`` when it has none; NaN and infinity are never valid. A bad value raises one :class:`~nbhelpers.errors.ConfigError`
-line naming the method, the key, the value and what is allowed, e.g.::
+``RANGES`` extend those of its bases), or ``>= 0`` when it has none; NaN and infinity are never valid.
+A text option is checked against its ``CHOICES`` entry (the valid values, extended the same way). A bad
+value raises one :class:`~nbhelpers.errors.ConfigError` line naming the method, the key, the value and
+what is allowed, e.g.::
 
     thfr: epochs=-1 is out of range: it must be >= 1 (e.g. --set epochs=1).
+    fod: scoring='max' is not valid: it must be one of 'rec', 'div', 'rec_div' (e.g. --set scoring="rec_div").
 """
 from __future__ import annotations
 
@@ -129,8 +132,10 @@ def check_fields(config: Any) -> None:
     hints = typing.get_type_hints(cls)
     label = method_label(cls)
     rules: dict[str, Range] = {}
-    for klass in reversed(cls.__mro__):  # a subclass's RANGES extend and override its bases'
+    choices: dict[str, tuple[str, ...]] = {}
+    for klass in reversed(cls.__mro__):  # a subclass's RANGES and CHOICES extend and override its bases'
         rules.update(vars(klass).get("RANGES", {}))
+        choices.update(vars(klass).get("CHOICES", {}))
     for f in dataclasses.fields(cls):
         value = getattr(config, f.name)
         try:
@@ -138,6 +143,9 @@ def check_fields(config: Any) -> None:
         except TypeError as exc:
             raise ConfigError(f"{label}: {f.name}={value!r} is not valid: {exc} (e.g. --set {f.name}="
                               f"{_example_literal(f.default)}).") from None
+        if f.name in choices and value not in choices[f.name]:
+            raise ConfigError(f"{label}: {f.name}={value!r} is not valid: it must be one of "
+                              f"{', '.join(map(repr, choices[f.name]))} (e.g. --set {f.name}={_example_literal(f.default)}).")
         rule = rules.get(f.name, _ANY_NUMBER)
         bad = [v for v in _numbers(value) if not rule.holds(v)]
         if bad:

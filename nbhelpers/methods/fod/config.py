@@ -73,13 +73,14 @@ class Config(MethodConfig):
         # the paper's EfficientNet-B6 "from timm": in the timm 0.6.12 of the official code the name with
         # weights is tf_efficientnet_b6 (AutoAugment ImageNet weights, timm 1.x tag aa_in1k);
         # timm's efficientnet_b6 has no pretrained weights
-        "paper": dict(backbone="tf_efficientnet_b6.aa_in1k", weights="timm", image_size=256, layers=(2, 3), batch_size=1, epochs=100, lr=0.0001,
+        "paper": dict(backbone="tf_efficientnet_b6.aa_in1k", weights="timm", layers=(2, 3), batch_size=1, epochs=100, lr=0.0001,
                       d_model=(256, 512), heads=8),
     }
 
     RANGES: ClassVar[dict[str, Range]] = {
         "d_model": Range(4), "heads": Range(1), "n_layers": Range(1), "ffn_ratio": Range(1),
         "grad_clip": Range(0, open_low=True)}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"reference": REFERENCES, "scoring": SCORINGS}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -89,9 +90,5 @@ class Config(MethodConfig):
         if bad:
             raise ConfigError(f"FOD: d_model {bad} must be divisible by heads={self.heads} and by 4 "
                               "(2-D sin/cos position code).")
-        if self.reference not in REFERENCES:
-            raise ConfigError(f"FOD: reference {self.reference!r}; valid: {REFERENCES}.")
-        if self.scoring not in SCORINGS:
-            raise ConfigError(f"FOD: scoring {self.scoring!r}; valid: {SCORINGS}.")
         if self.scoring != "rec" and not (self.intra or self.inter):
             raise ConfigError("FOD: scoring with 'div' needs the intra or inter branch (intra=True or inter=True).")

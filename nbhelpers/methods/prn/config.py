@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from nbhelpers.errors import ConfigError
 from nbhelpers.methods.base import MethodConfig
 from nbhelpers.methods.fields import Range
 from nbhelpers.methods.prn.attention import MSA_EMBEDDINGS, MSA_SCALES
@@ -80,6 +79,7 @@ class Config(MethodConfig):
     RANGES: ClassVar[dict[str, Range]] = {
         "prototype_ratio": Range(0, open_low=True), "kmeans_iters": Range(1), "prototype_window": Range(0),
         "msa_depth": Range(1), "patch_divisors": Range(1), "focal_alpha": Range(0, 1), "top_k": Range(1), "hoa_prob": Range(0, 1)}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"msa_embedding": MSA_EMBEDDINGS, "msa_scale": MSA_SCALES}
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
         "smoke": dict(image_size=64, batch_size=8, epochs=2, progress=False, kmeans_iters=20, seen_anomalies=2),
@@ -87,10 +87,3 @@ class Config(MethodConfig):
         "paper": dict(backbone="resnet18", weights="timm", image_size=256, batch_size=64, epochs=700, lr=0.0001,
                       kmeans_iters=300, msa_depth=3, seen_anomalies=10, weight_decay=0.01),
     }
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.msa_embedding not in MSA_EMBEDDINGS:
-            raise ConfigError(f"PRN: msa_embedding {self.msa_embedding!r}; valid: {MSA_EMBEDDINGS}.")
-        if self.msa_scale not in MSA_SCALES:
-            raise ConfigError(f"PRN: msa_scale {self.msa_scale!r}; valid: {MSA_SCALES}.")

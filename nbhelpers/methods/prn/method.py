@@ -15,7 +15,7 @@ from nbhelpers.data.anomalies.prn_dataset import AnomalyGenerationDataset, load_
 from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import make_loader, union_mask
 from nbhelpers.distributed import computed_once
-from nbhelpers.errors import ConfigError, DatasetError
+from nbhelpers.errors import ConfigError
 from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, Paper, register
 from nbhelpers.methods.prn.attention import MSASizeRule
 from nbhelpers.methods.prn.config import Config
@@ -87,8 +87,6 @@ class PRN(AnomalyMethod):
         size = cfg.image_size
         seen = [(load_image(s, size), union_mask(s, size)) for s in (anomalies or [])]
         mean, std = self.normalization
-        if not train:
-            raise DatasetError("PRN: no normal training images.")
         return AnomalyGenerationDataset([load_image(s, size) for s in train], seen, mean, std, cfg.seed,
                                         TextureSource.for_category(train[0].category, cfg.textures), cfg.hoa_prob,
                                         cfg.target_areas)
@@ -96,8 +94,6 @@ class PRN(AnomalyMethod):
     def on_fit_start(self, train: Sequence[Sample], val: Sequence[Sample] | None,
                      anomalies: Sequence[Sample] | None) -> None:
         """Prototypes by k-means (``val`` is not used: PRN selects no epoch)."""
-        if not train:
-            raise DatasetError("PRN.fit: no normal training images.")
         self.fit_prototypes(train)
 
     def train_loader(self, train: Sequence[Sample], anomalies: Sequence[Sample] | None):

@@ -91,13 +91,12 @@ class Config(MethodConfig):
         "n_candidates": Range(1), "bank_ratio": Range(0, 1, open_low=True), "projection_dim": Range(1),
         "relation_dim": Range(1), "lbn_blocks": Range(1), "decoder_blocks": Range(1), "adam_betas": Range(0, 1),
         "vis_epochs": Range(1), "vis_lr": Range(0, open_low=True), "vis_width": Range(1)}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"template_align": TEMPLATE_ALIGNS}
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not (self.use_global or self.use_local):
             raise ConfigError("THFR needs at least one bottleneck: set use_global or use_local to True.")
-        if self.template_align not in TEMPLATE_ALIGNS:
-            raise ConfigError(f"thfr: template_align={self.template_align!r}; valid: {TEMPLATE_ALIGNS}.")
         if self.use_relation and not self.use_template:
             raise ConfigError("use_relation=True needs use_template=True (the relation is between input and template).")
 
