@@ -46,7 +46,7 @@ class Config(MethodConfig):
     # The official stride-8/16 levels at 256 px give 32x32 + 16x16 patches, whose N x N correlation maps
     # cost 16 times as much (minutes per epoch on 2 CPU cores). Chosen on the tuning tree (docs/TUNING.md):
     # at the same grids and cost, 256 px / levels (3, 4) beat 128 px / levels (2, 3) by far, and 30
-    # epochs is the most the 300 s budget allows on the largest training set.
+    # epochs (about 100 s per fit on 2 cores; the 300 s budget would allow about 70).
     image_size: int = 256
     batch_size: int = 4
     epochs: int = 30
