@@ -304,6 +304,18 @@ class NotebookFits:
                                  **shown, **overrides)
         return model, row, row.pop("predictions")
 
+    def row(self, method: str, category: str, fit_here: bool, **overrides: Any) -> dict[str, Any] | None:
+        """The result row of ``method`` on ``category`` with ``overrides`` as ``nbhelpers bench`` wrote it to
+        ``bench_dir`` (``<run_name>.json``, read as it is: no model is loaded or evaluated, for tables
+        over many runs), else :meth:`get`'s row (fitted if ``fit_here``, else ``None`` and listed)."""
+        if self.bench_dir:
+            config = get_config(method, self.preset, device=self.device, seed=self.seed, **overrides)
+            row_file = bench_paths(self.bench_dir, method, config, self.splits[category], self.preset)[0]
+            if row_file.is_file():
+                return json.loads(row_file.read_text())
+        got = self.get(method, category, fit_here, **overrides)
+        return None if got is None else got[1]
+
     def missing_note(self, what: str, fitted_here: str) -> str | None:
         """Markdown that names ``what`` lacks fits in this run (``fitted_here``: what this preset fits)
         with the commands that add them, or ``None`` when nothing is missing; clears :attr:`missing`."""

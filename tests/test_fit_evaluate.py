@@ -1,6 +1,7 @@
 """fit_evaluate (a split in memory) and run_benchmark (a dataset on disk) give the same row; the demo picker."""
 from __future__ import annotations
 
+import pytest
 
 from nbhelpers.benchmark import fit_evaluate, run_benchmark
 from nbhelpers.data import demo_categories
@@ -77,3 +78,19 @@ def test_notebook_fits_read_fit_or_list(synth_root, tmp_path):
     assert not fits.missing
     kept_nothing = NotebookFits(synth_root, splits, "smoke", "cpu", 0, "")
     assert kept_nothing.get("baseline", "grass", fit_here=True)[1]["cached"] is False
+
+
+def test_notebook_fits_row_reads_the_bench_row_without_loading_the_model(synth_root, tmp_path, monkeypatch):
+    """NotebookFits.row: the row ``nbhelpers bench`` wrote is read as it is (no model loaded or evaluated);
+    a missing one is fitted inside the declared subset, else listed."""
+    import nbhelpers.benchmark as bench
+
+    splits = {"grass": load_split(synth_root, "grass")}
+    fits = bench.NotebookFits(synth_root, splits, "smoke", "cpu", 0, tmp_path)
+    assert fits.row("baseline", "grass", fit_here=False, coreset_ratio=0.5) is None and len(fits.missing) == 1
+    fitted = fits.row("baseline", "grass", fit_here=True, coreset_ratio=0.5)
+    assert not fitted["cached"] and "predictions" not in fitted
+    monkeypatch.setattr(bench, "fit_or_load", lambda *a, **k: pytest.fail("row() must not load or fit a model"))
+    read = fits.row("baseline", "grass", fit_here=False, coreset_ratio=0.5)
+    assert read["image_auroc"] == fitted["image_auroc"] and read["config"]["coreset_ratio"] == 0.5
+    assert fits.row("baseline", "grass", fit_here=False, coreset_ratio=0.25) is None  # another run: not mixed up
