@@ -29,7 +29,7 @@ def test_every_preset_resolves_to_the_reference_config():
     weights in ``paper``, the global bottleneck only in ``smoke`` and ``cpu``; POUTA's by issue 20:
     I_aug, few-shot, the cpu regime and the paper's discriminative widths in ``paper``; FOD's by issue 22:
     the official layer (residuals cancel), the paper's tf_efficientnet_b6 weights and official levels in ``paper``,
-    the cpu preset at 256 px on levels (3, 4) for 30 epochs): a refactoring
+    the cpu preset at 256 px on levels (3, 4) for 30 epochs; PRN's by issue 21: 35 epochs in cpu): a refactoring
     that lets a default leak into a preset (or changes one) fails here."""
     reference = json.loads(REFERENCE.read_text())
     now = {m: {p: json.loads(json.dumps(get_config(m, p).to_dict(), default=list)) for p in ("smoke", "cpu", "paper")}
