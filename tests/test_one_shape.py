@@ -48,9 +48,14 @@ def test_one_source_of_defaults(name):
                    for k, v in cls.PRESETS[preset].items()), preset
 
 
+def smoke_model(name):
+    """The smoke-preset model without hub weights (POUTA's vanilla network has no backbone to load)."""
+    return create(name, "smoke", device="cpu", weights=None) if name != "pouta_vanilla" else create(name, "smoke", device="cpu")
+
+
 @pytest.mark.parametrize("name", ["baseline", "thfr", "pouta", "pouta_vanilla", "prn", "fod"])
 def test_fit_without_training_images_is_one_clear_error(name):
-    model = create(name, "smoke", device="cpu", weights=None) if name != "pouta_vanilla" else create(name, "smoke", device="cpu")
+    model = smoke_model(name)
     with pytest.raises(DatasetError, match=rf"{name}\.fit: no normal training images"):
         model.fit([])
     assert model.fitted_on == {}  # nothing recorded as learned
@@ -60,7 +65,7 @@ def test_fit_without_training_images_is_one_clear_error(name):
 def test_methods_declare_steps_and_inherit_the_training_loop(name):
     cls = get(name)
     assert cls.fit is AnomalyMethod.fit, f"{name} must not write its own training loop"
-    model = create(name, "smoke", device="cpu", weights=None) if name != "pouta_vanilla" else create(name, "smoke", device="cpu")
+    model = smoke_model(name)
     if name == "baseline":
         assert model.net is None  # nothing trained by gradient
     else:
