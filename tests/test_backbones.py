@@ -4,7 +4,9 @@ import torch
 from PIL import Image
 from skimage import data
 
-from nbhelpers.backbones import FeatureExtractor, available_layers, load_classifier, packaged_weights_file
+from nbhelpers import backbones
+from nbhelpers.backbones import (FeatureExtractor, available_layers, create_timm_model, load_classifier,
+                                 packaged_weights_file)
 from nbhelpers.errors import ConfigError, WeightsError
 
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -53,6 +55,32 @@ def test_feature_extractor_matches_classifier_trunk(classifier):
     with torch.no_grad():
         trunk = classifier.blocks(classifier.bn1(classifier.conv_stem(x)))
     torch.testing.assert_close(fe(x)[0], trunk, rtol=1e-4, atol=1e-4)
+
+
+def test_unused_stages_are_dropped_and_features_unchanged():
+    """Levels (2, 3) of Lite0 need its first 5 of 7 stages; the features equal timm's full model's."""
+    fe = FeatureExtractor("efficientnet_lite0", layers=(2, 3), weights="packaged")
+    full = create_timm_model("efficientnet_lite0", "packaged", features_only=True, out_indices=(2, 3)).eval()
+    assert len(fe.model.blocks) == 5 and len(full.blocks) == 7
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(fe(x), full(x)))
+
+
+def test_cpu_micro_batches_give_the_one_pass_features(monkeypatch):
+    """A CPU batch runs in near-equal micro-batches of at least 2 images (here forced to 2) with the same
+    numbers; a lone image (computed by other kernels) is never split off."""
+    fe = FeatureExtractor("efficientnet_lite0", layers=(1, 2, 3), weights="packaged")
+    x = torch.randn(7, 3, 64, 64)
+    with torch.no_grad():
+        one_pass = fe.model(x)
+    passes = []
+    monkeypatch.setattr(fe.model, "forward", lambda chunk, f=fe.model.forward: passes.append(len(chunk)) or f(chunk))
+    monkeypatch.setattr(backbones, "CPU_ACTIVATION_BYTES", 2 * 4 * 32 * 32 * 32)
+    assert backbones.cpu_micro_batch((64, 64)) == 2
+    feats = fe(x)
+    assert passes == [3, 2, 2]
+    assert all(torch.equal(a, b) for a, b in zip(feats, one_pass))
 
 
 def test_other_backbone_random_init_and_local_file(tmp_path):

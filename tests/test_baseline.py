@@ -11,7 +11,7 @@ from nbhelpers.data.layouts import load_split
 from nbhelpers.errors import ConfigError
 from nbhelpers.methods import available, create, get, get_config
 from nbhelpers.methods.base import AnomalyResult, PRESET_NAMES
-from nbhelpers.coreset import greedy_coreset, nearest_distance
+from nbhelpers.coreset import NearestNeighbours, greedy_coreset, nearest_distance
 from nbhelpers.methods.baseline import aggregate_patches
 from nbhelpers.train import CheckpointError
 
@@ -33,7 +33,33 @@ def test_nearest_distance_matches_brute_force():
     g = torch.Generator().manual_seed(0)
     q, bank = torch.randn(50, 8, generator=g), torch.randn(70, 8, generator=g)
     brute = torch.tensor([min(float((a - b).norm()) for b in bank) for a in q])
-    torch.testing.assert_close(nearest_distance(q, bank, chunk=7), brute, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(nearest_distance(q, bank, block_rows=7), brute, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("block_rows", [None, 1, 7, 64])
+def test_nearest_neighbours_equal_cdist(block_rows):
+    """The blocked product with folded norms is torch.cdist's expansion: its numbers to the last bits
+    (exactly with the default blocks, which are matrix products like cdist's), for any block size."""
+    g = torch.Generator().manual_seed(1)
+    q, bank = torch.randn(300, 152, generator=g), torch.randn(500, 152, generator=g)
+    nn = NearestNeighbours(bank, block_rows)
+    reference = torch.cdist(q, bank).amin(dim=1)
+    torch.testing.assert_close(nn(q), reference, rtol=1e-6, atol=1e-6)
+    if block_rows is None:
+        assert torch.equal(nn(q), reference)
+    assert nn.flops(300) == 2 * 300 * 500 * 154
+
+
+def test_greedy_coreset_matches_a_brute_force_greedy():
+    """Each step picks the point farthest from the chosen set, computed with explicit loops."""
+    g = torch.Generator().manual_seed(2)
+    points = torch.randn(120, 5, generator=g)
+    idx = greedy_coreset(points, ratio=0.1, projection_dim=8, seed=3)  # 5 <= 8 dims: no projection
+    chosen = [int(idx[0])]
+    while len(chosen) < len(idx):
+        far = max(range(len(points)), key=lambda i: min(float((points[i] - points[c]).norm()) for c in chosen))
+        chosen.append(far)
+    assert idx.tolist() == chosen
 
 
 def test_greedy_coreset_covers_clusters():

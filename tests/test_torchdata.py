@@ -59,3 +59,19 @@ def test_map_helpers():
     sm = smooth(up, 2.0)
     assert float(sm.sum()) == pytest.approx(float(up.sum()), rel=0.05) and sm.max() < up.max()
     assert max_score(sm).shape == (2,)
+
+
+@pytest.mark.parametrize("shape,sigma", [((2, 64, 48), 4.0), ((1, 256, 256), 4.0), ((3, 9, 7), 4.0), ((1, 32, 32), 1.5)])
+def test_smooth_is_a_gaussian_filter(shape, sigma):
+    """Two operator products equal scipy's Gaussian filter (truncate 4, mirror borders) and torchvision's
+    k x k blur; on maps smaller than the kernel, the largest kernel that fits (as gaussian_blur)."""
+    from scipy.ndimage import gaussian_filter
+    from torchvision.transforms.functional import gaussian_blur
+
+    maps = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    k = min(2 * int(4 * sigma + 0.5) + 1, 2 * min(shape[1:]) - 1)
+    torch.testing.assert_close(smooth(maps, sigma), gaussian_blur(maps[:, None], [k, k], [sigma, sigma])[:, 0],
+                               rtol=1e-5, atol=1e-6)
+    if k == 2 * int(4 * sigma + 0.5) + 1:
+        scipy = np.stack([gaussian_filter(m.double().numpy(), sigma, mode="mirror", truncate=4.0) for m in maps])
+        torch.testing.assert_close(smooth(maps, sigma), torch.from_numpy(scipy).float(), rtol=1e-5, atol=1e-6)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from nbhelpers.backbones import FeatureExtractor
-from nbhelpers.coreset import greedy_coreset, nearest_distance
+from nbhelpers.coreset import NearestNeighbours, greedy_coreset
 from nbhelpers.data.records import Sample
 from nbhelpers.distributed import computed_once
 from nbhelpers.maps import max_score, smooth, upsample
@@ -33,17 +33,15 @@ class Config(MethodConfig):
         coreset_ratio: fraction of bank patches kept by greedy coreset selection (1.0 keeps all).
         projection_dim: random-projection size used to speed up coreset selection.
         sigma: Gaussian smoothing of the upsampled map (PatchCore: 4).
-        chunk: test patches per distance chunk (memory bound of the kNN search).
     """
 
     coreset_ratio: float = 0.1
     projection_dim: int = 128
     sigma: float = 4.0
-    chunk: int = 4096
     epochs: int = 0
 
     RANGES: ClassVar[dict[str, Range]] = {"epochs": Range(0), "coreset_ratio": Range(0, 1, open_low=True),
-                                          "projection_dim": Range(1), "chunk": Range(1)}
+                                          "projection_dim": Range(1)}
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {  # differences from the defaults (= cpu)
         "smoke": dict(image_size=64, progress=False, coreset_ratio=0.5),
         "cpu": dict(),
@@ -73,6 +71,16 @@ class Baseline(AnomalyMethod):
         self.backbone = FeatureExtractor(cfg.backbone, cfg.layers, cfg.weights).to(self.device)
         self.bank = torch.empty(0, sum(self.backbone.channels), device=self.device)
 
+    @property
+    def bank(self) -> torch.Tensor:
+        """The memory bank ``float[M,D]``; setting it prepares its exact nearest-neighbour search."""
+        return self._bank
+
+    @bank.setter
+    def bank(self, bank: torch.Tensor) -> None:
+        self._bank = bank
+        self.neighbours = NearestNeighbours(bank)
+
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Patch embeddings ``float[B,D,h,w]`` of normalised images ``float[B,3,H,W]``."""
         return aggregate_patches(self.backbone(images))
@@ -100,7 +108,7 @@ class Baseline(AnomalyMethod):
         images = to_device(batch["image"], self.device)
         emb = self.embed(images)
         b, d, h, w = emb.shape
-        dist = nearest_distance(emb.permute(0, 2, 3, 1).reshape(-1, d), self.bank, self.config.chunk)
+        dist = self.neighbours(emb.permute(0, 2, 3, 1).reshape(-1, d))
         patch_maps = dist.view(b, h, w)
         maps = smooth(upsample(patch_maps, images.shape[-2:]), self.config.sigma)
         return AnomalyResult(scores=max_score(maps), maps=maps, extras={"patch_maps": patch_maps})
