@@ -339,44 +339,10 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = TABLE_
     """A Markdown table of result rows (columns missing from every row are dropped)."""
     cols = [c for c in columns if any(c in r for r in rows)]
     names = {**METRIC_NAMES, **LOCO_METRIC_NAMES, "fit_s": "fit s", "ms_per_image": "ms/image", "peak_mem_mb": "peak MiB",
+             "backbone_gflop": "backbone GFLOP/image", "backbone_ms": "backbone ms/image",
+             "scoring_gflop": "scoring GFLOP/image", "scoring_ms": "scoring ms/image", "gflop_per_s": "GFLOP/s",
+             "pct_peak": "% of matmul rate", "kernel_gflop_per_s": "kernel GFLOP/s", "kernel_pct_peak": "kernel % of matmul rate",
              "params_trainable": "trainable params"}
     lines = ["| " + " | ".join(names.get(c, c) for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def throughput(method: str, data_root: str | Path, category: str, preset: str = "cpu",
-               batch_sizes: Sequence[int] = (1, 32, 128), device: str = "auto", seed: int = 0, repeats: int = 3,
-               layout: str = "auto", **overrides: Any) -> list[dict[str, Any]]:
-    """Inference images/s of a fitted method at several batch sizes.
-
-    The method is fitted on the category's training images (pass e.g. ``epochs=1`` in ``overrides``
-    to keep that short: speed does not depend on how well it learned), then ``predict`` runs on a
-    batch of real test images (repeated up to the batch size) once to warm up and ``repeats`` times
-    timed, with CUDA synchronisation around the timed region only. Returns one row per batch size;
-    each also carries the training speed ``train_images_per_s`` = training images x epochs / fit
-    seconds (the fit includes one-off work such as banks, prototypes or reference features).
-    """
-    split = load_split(data_root, category, layout=layout)
-    model = create(method, preset, device=device, seed=seed, **overrides)
-    seen, split = hold_out_anomalies(split, model.seen_anomalies, seed)
-    fit_s = timed_fit(model, split.train, split.val, seen)
-    train_images_per_s = len(split.train) * max(model.config.epochs, 1) / fit_s
-    rows = []
-    for bs in batch_sizes:
-        samples = (split.test * (bs // max(len(split.test), 1) + 1))[:bs]
-        batch = next(iter(model.loader(samples, batch_size=bs)))
-        with torch.no_grad():
-            model.predict(batch)
-            if model.device.type == "cuda":
-                torch.cuda.synchronize(model.device)
-            t0 = time.perf_counter()
-            for _ in range(repeats):
-                model.predict(batch)
-            if model.device.type == "cuda":
-                torch.cuda.synchronize(model.device)
-        seconds = (time.perf_counter() - t0) / repeats
-        rows.append({"method": method, "preset": preset, "device": str(model.device), "batch_size": bs,
-                     "image_size": model.config.image_size, "images_per_s": bs / seconds,
-                     "ms_per_batch": 1000 * seconds, "train_images_per_s": train_images_per_s})
-    return rows

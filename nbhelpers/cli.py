@@ -84,19 +84,22 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _cmd_throughput(args: argparse.Namespace) -> int:
-    from nbhelpers.benchmark import format_table, throughput
+    from nbhelpers import get_device
+    from nbhelpers.benchmark import format_table
+    from nbhelpers.throughput import THROUGHPUT_COLUMNS, matmul_peak_gflops, throughput
 
     out = check_output_folder(args.out, "--out")
     cat = _categories(args.data, args.category, args.layout)[0]
+    peak = matmul_peak_gflops(get_device(args.device))
+    print(f"[throughput] measured matrix-multiply rate on {get_device(args.device)}: {peak:.1f} GFLOP/s")
     rows = []
     for method in _methods(args.method):
         rows += throughput(method, args.data, cat, preset=args.preset, batch_sizes=args.batch_sizes,
-                           device=args.device, seed=args.seed, layout=args.layout,
+                           device=args.device, seed=args.seed, layout=args.layout, peak=peak,
                            **{"epochs": 1, **_overrides(args)})
-    table = format_table(rows, columns=("method", "preset", "device", "image_size", "batch_size", "images_per_s",
-                                        "ms_per_batch", "train_images_per_s"))
+    table = format_table(rows, columns=THROUGHPUT_COLUMNS)
     write_text_atomic(out / "throughput.json", json.dumps(rows, indent=2))
-    write_text_atomic(out / "throughput.md", table + "\n")
+    write_text_atomic(out / "throughput.md", f"Measured matrix-multiply rate: {peak:.1f} GFLOP/s\n\n{table}\n")
     print(table)
     return 0
 

@@ -183,6 +183,27 @@ def test_cli_throughput(synth_root, tmp_path, capsys):
     assert code == 0
     rows = json.loads((tmp_path / "throughput.json").read_text())
     assert [r["batch_size"] for r in rows] == [1, 4] and all(r["images_per_s"] > 0 for r in rows)
-    assert all(r["train_images_per_s"] > 0 for r in rows)
+    assert all(r["train_images_per_s"] > 0 and r["peak_gflop_per_s"] > 0 for r in rows)
     out = capsys.readouterr().out
-    assert "images_per_s" in out and "train_images_per_s" in out
+    assert "images/s" in out.replace("images_per_s", "images/s") and "matrix-multiply rate" in out
+
+
+def test_throughput_counts_the_baselines_work_by_hand(synth_root):
+    """FLOPs per image, hand-computed for the smoke baseline (64 px, levels 2-3: 8 x 8 patches of 152
+    channels): backbone = the convolutions FlopCounterMode counts on the backbone alone; scoring = the
+    nearest-neighbour product (2 x 64 x bank x 154, norms folded in) + the two 64 x 64 Gaussian operator
+    products; the kernel row is that nearest-neighbour search."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from nbhelpers.throughput import throughput
+
+    rows = throughput("baseline", synth_root, "brick", preset="smoke", batch_sizes=(2,), peak=100.0, repeats=1)
+    row = rows[0]
+    model = create("baseline", "smoke")
+    model.fit(load_split(synth_root, "brick").train)
+    bank = model.bank.shape[0]
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.backbone(torch.zeros(1, 3, 64, 64))
+    assert row["backbone_gflop"] * 1e9 == pytest.approx(counter.get_total_flops())
+    assert row["scoring_gflop"] * 1e9 == pytest.approx(2 * 64 * bank * 154 + 2 * (2 * 64 ** 3))
+    assert row["kernel"] == "nearest neighbour" and row["kernel_gflop_per_s"] > 0
+    assert row["pct_peak"] == pytest.approx(row["gflop_per_s"])  # peak given as 100 GFLOP/s

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -308,6 +308,12 @@ class AnomalyMethod:
     # ----- inference --------------------------------------------------------------------------
     def predict(self, batch: dict) -> AnomalyResult:
         raise NotImplementedError
+
+    def hot_kernels(self, batch: dict) -> dict[str, tuple[Callable[[], Any], int]]:
+        """Named inner steps of :meth:`predict` on ``batch``, each as ``(call, FLOPs)``, that
+        ``nbhelpers bench --throughput`` times on their own against the machine's matrix-multiply rate
+        (none by default; the baseline's nearest-neighbour search)."""
+        return {}
 
     @torch.no_grad()
     def predict_all(self, samples: Sequence[Sample], keep_extras: bool = False) -> dict[str, Any]:

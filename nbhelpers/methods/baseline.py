@@ -7,7 +7,7 @@ distance to its nearest bank entry. It is the floor every paper method of the co
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -112,6 +112,12 @@ class Baseline(AnomalyMethod):
         patch_maps = dist.view(b, h, w)
         maps = smooth(upsample(patch_maps, images.shape[-2:]), self.config.sigma)
         return AnomalyResult(scores=max_score(maps), maps=maps, extras={"patch_maps": patch_maps})
+
+    def hot_kernels(self, batch: dict) -> dict[str, tuple[Callable[[], Any], int]]:
+        """The exact nearest-neighbour search of ``batch``'s patches in the bank (``NearestNeighbours``)."""
+        emb = self.embed(to_device(batch["image"], self.device))
+        queries = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
+        return {"nearest neighbour": (lambda: self.neighbours(queries), self.neighbours.flops(len(queries)))}
 
     def state_dict(self) -> dict[str, Any]:
         return {"bank": self.bank.cpu()}
