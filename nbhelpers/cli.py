@@ -150,14 +150,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.throughput:
         return _cmd_throughput(args)
-    rows, failures = [], []
+    from nbhelpers.progress import progress
+
+    rows, failures, todo = [], [], []
     out = Path(args.out)
     for method, cat, split, row_file in _plan_bench(args):
         if row_file.exists() and not args.force:  # resume: rows finished before an interruption are kept
             rows.append(json.loads(row_file.read_text()))
             print(f"[bench] {method}/{cat}: done before with the same settings and data files, kept ({row_file}); "
                   "--force recomputes", file=sys.stderr)
-            continue
+        else:
+            todo.append((method, cat, split))
+    runs = progress(todo, desc="bench", unit="run", leave=True)  # its ETA: runs left x mean time per run so far
+    for method, cat, split in runs:
+        runs.set_postfix_str(f"{method}/{cat}")
         try:
             rows.append(run_benchmark(method, args.data, cat, preset=args.preset, layout=args.layout,
                                       device=args.device, seed=args.seed, bench_dir=out, refit=args.force,

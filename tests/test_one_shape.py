@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from nbhelpers.cli import main
+from nbhelpers.data.layouts import load_split
 from nbhelpers.errors import DatasetError
 from nbhelpers.maps import max_score, upsample
 from nbhelpers.methods import available, create, get, get_config
@@ -59,6 +60,26 @@ def test_fit_without_training_images_is_one_clear_error(name):
     with pytest.raises(DatasetError, match=rf"{name}\.fit: no normal training images"):
         model.fit([])
     assert model.fitted_on == {}  # nothing recorded as learned
+
+
+@pytest.mark.parametrize("name", ["baseline", "thfr", "pouta", "pouta_vanilla", "prn", "fod"])
+def test_large_cpu_batches_run_as_micro_batches_with_the_same_results(name, synth_root):
+    """``predict`` on more than ``batch_size`` images (CPU) equals one undivided pass, extras included
+    (FOD's attention maps and its batch-independent reference positions too)."""
+    split = load_split(synth_root, "brick")
+    model = create(name, "smoke", device="cpu", epochs=1).fit(split.train, anomalies=[s for s in split.test if s.label][:2])
+    assert getattr(type(model).predict, "micro_batched", False)
+    n = 2 * model.config.batch_size + 1
+    batch = next(iter(model.loader(split.test[:n], batch_size=n)))
+    kwargs = {"return_attention": True} if name == "fod" else {}
+    split_run, whole = model.predict(batch, **kwargs), type(model).predict.__wrapped__(model, batch, **kwargs)
+    torch.testing.assert_close(split_run.scores, whole.scores, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(split_run.maps, whole.maps, rtol=1e-5, atol=1e-6)
+    flat = [torch.utils._pytree.tree_flatten(r.extras) for r in (split_run, whole)]
+    assert flat[0][1] == flat[1][1]  # the same structure
+    for a, b in zip(flat[0][0], flat[1][0]):
+        if isinstance(a, torch.Tensor):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["baseline", "thfr", "pouta", "pouta_vanilla", "prn", "fod"])

@@ -19,7 +19,7 @@ from nbhelpers.coreset import NearestNeighbours, greedy_coreset
 from nbhelpers.data.records import Sample
 from nbhelpers.distributed import computed_once
 from nbhelpers.maps import max_score, smooth, upsample
-from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, register
+from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, MethodConfig, micro_batched, register
 from nbhelpers.methods.fields import Range
 from nbhelpers.progress import progress
 from nbhelpers.train import to_device
@@ -102,6 +102,7 @@ class Baseline(AnomalyMethod):
         idx = greedy_coreset(bank, self.config.coreset_ratio, self.config.projection_dim, self.config.seed)
         return bank[idx].contiguous()
 
+    @micro_batched
     @torch.no_grad()
     def predict(self, batch: dict) -> AnomalyResult:
         """Distance of each test patch to the bank, upsampled to the input size and smoothed."""

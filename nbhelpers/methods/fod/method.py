@@ -13,7 +13,7 @@ from nbhelpers.coreset import greedy_coreset
 from nbhelpers.data.records import Sample
 from nbhelpers.distributed import computed_once
 from nbhelpers.maps import max_score, smooth, upsample
-from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, Paper, register
+from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, Paper, micro_batched, register
 from nbhelpers.methods.fod.config import Config
 from nbhelpers.methods.fod.correlation import grid_positions
 from nbhelpers.methods.fod.loss import (
@@ -136,6 +136,7 @@ class FOD(AnomalyMethod):
         return self.config.grad_clip
 
     # ----- inference ------------------------------------------------------------------------
+    @micro_batched
     @torch.no_grad()
     def predict(self, batch: dict, return_attention: bool = False) -> AnomalyResult:
         """Anomaly maps (Eq. 12 per level, upsampled, averaged, Gaussian-smoothed) and image scores (max).

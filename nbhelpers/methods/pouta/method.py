@@ -12,7 +12,7 @@ from nbhelpers.data.anomalies import DraemDataset, TextureSource
 from nbhelpers.data.io import read_image
 from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import make_loader, resize_image
-from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, Paper, SizeRule, register
+from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, Paper, SizeRule, micro_batched, register
 from nbhelpers.methods.pouta.analysis import complexity, grad_cam
 from nbhelpers.methods.pouta.config import Config, VanillaConfig
 from nbhelpers.methods.pouta.discriminative import POUTANet
@@ -98,6 +98,7 @@ class POUTA(AnomalyMethod):
         with autocast(self.device):
             return self.net(images.to(self.device), levels=levels)
 
+    @micro_batched
     @torch.no_grad()
     def predict(self, batch: dict) -> AnomalyResult:
         """Heatmap ``M_p`` (softmax anomaly probability) and the image score (Eq. 7 and the max of

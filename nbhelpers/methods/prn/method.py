@@ -16,7 +16,7 @@ from nbhelpers.data.records import Sample
 from nbhelpers.data.torchdata import make_loader, union_mask
 from nbhelpers.distributed import computed_once
 from nbhelpers.errors import ConfigError
-from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, Paper, register
+from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, Paper, micro_batched, register
 from nbhelpers.methods.prn.attention import MSASizeRule
 from nbhelpers.methods.prn.config import Config
 from nbhelpers.methods.prn.loss import prn_loss, scaled_top_k, top_k_score
@@ -115,6 +115,7 @@ class PRN(AnomalyMethod):
         return prn_loss(logits, masks, cfg.focal_alpha, cfg.focal_gamma, cfg.focal_weight)
 
     # ----- inference ------------------------------------------------------------------------------
+    @micro_batched
     @torch.no_grad()
     def predict(self, batch: dict) -> AnomalyResult:
         """Anomaly probability maps ``M_o`` at input size and top-K mean scores.

@@ -16,7 +16,7 @@ from nbhelpers.data.torchdata import make_loader
 from nbhelpers.distributed import computed_once
 from nbhelpers.errors import ConfigError
 from nbhelpers.maps import max_score
-from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, Paper, SizeRule, register
+from nbhelpers.methods.base import AnomalyMethod, AnomalyResult, Paper, SizeRule, micro_batched, register
 from nbhelpers.methods.thfr.config import Config, by_layout
 from nbhelpers.methods.thfr.loss import anomaly_map, restoration_loss
 from nbhelpers.methods.thfr.modules import FeatureVisualizer, THFRNet
@@ -171,6 +171,7 @@ class THFR(AnomalyMethod):
         return {"features": features, "restored": [r.float() for r in restored], "template": template,
                 "template_index": index[:, 0], "template_similarity": similarity[:, 0]}
 
+    @micro_batched
     @torch.no_grad()
     def predict(self, batch: dict) -> AnomalyResult:
         """Anomaly maps (Eq. 5, smoothed) and image scores (map maximum) of a batch.
