@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 export HF_HUB_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install data run notebooks test clean
+.PHONY: install data run notebooks test browser clean
 
 install: $(STAMP)
 
@@ -35,6 +35,12 @@ notebooks: run
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Debian's Chromium for tests/test_site.py (Playwright drives it; `playwright install` would download
+# a browser from outside and fails offline). Needs root or sudo; skipped when Chromium is there.
+browser:
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { $$(command -v sudo) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -qq chromium; }
 
 clean:
 	rm -rf reports .pytest_cache

@@ -63,11 +63,15 @@ def parameters_cell_names(path: str | Path) -> set[str]:
 
 
 def export_html(executed: Path, target: Path) -> Path:
-    """Convert an executed notebook to a standalone HTML file (figures embedded)."""
+    """Convert an executed notebook to an HTML file (figures embedded) whose equations are typeset
+    offline by the MathJax copy in ``mathjax/`` beside it (:func:`nbhelpers.site.copy_mathjax`)."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(executed), as_version=4))
+    from nbhelpers.site import copy_mathjax, mathjax_url
+
+    body, _ = HTMLExporter(mathjax_url=mathjax_url()).from_notebook_node(nbformat.read(str(executed), as_version=4))
+    copy_mathjax(target.parent)
     target.write_text(body, encoding="utf-8")
     return target
 
@@ -127,15 +131,18 @@ def write_index(runs: Sequence[NotebookRun], out_dir: Path, preset: str) -> Path
     rows = []
     for r in runs:
         link = f"<a href='{html.escape(Path(r.html).name)}'>{html.escape(r.name)}</a>" if r.html else html.escape(r.name)
-        status = "✅ ok" if r.status == "ok" else f"❌ failed (cell {r.failed_cell}): {html.escape(r.error or '')}"
+        status = ("<span class='ok'>ok</span>" if r.status == "ok"
+                  else f"<span class='failed'>failed</span> (cell {r.failed_cell}): {html.escape(r.error or '')}")
         rows.append(f"<tr><td>{link}</td><td>{status}</td><td>{r.seconds:.1f}</td><td>{html.escape(r.finished)}</td>"
-                    f"<td>{_metrics_html(r.metrics)}</td></tr>")
+                    f"<td><div class='metrics'>{_metrics_html(r.metrics)}</div></td></tr>")
     failed = sum(r.status != "ok" for r in runs)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>nbhelpers report</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}}
-table.inner td,table.inner th{{font-size:85%}}</style></head><body>
+table.inner td,table.inner th{{font-size:85%}} div.metrics{{max-width:60vw;max-height:24em;overflow:auto}}
+.ok{{color:#1a7f37;font-weight:bold}} .failed{{color:#cf222e;font-weight:bold}}</style></head><body>
 <h1>Visual anomaly detection notebooks</h1>
-<p>Preset <b>{html.escape(preset)}</b>; {len(runs) - failed} of {len(runs)} notebooks succeeded.</p>
+<p>Preset <b>{html.escape(preset)}</b>; {len(runs) - failed} of {len(runs)} notebooks succeeded.
+The course site (lessons, search, glossary, benchmark; readable offline): <a href='site/index.html'>site/index.html</a>.</p>
 <table><tr><th>notebook</th><th>status</th><th>seconds</th><th>finished (UTC)</th><th>metrics</th></tr>{''.join(rows)}</table></body></html>"""
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
@@ -158,8 +165,9 @@ def earlier_runs(out_dir: Path, preset: str) -> dict[str, NotebookRun]:
 
 def run_collection(notebook_dir: str | Path = "notebooks", out_dir: str | Path = "reports", preset: str = "cpu",
                    data_root: str | Path = "data/synthad", device: str = "auto", seed: int = 0,
-                   only: Sequence[str] | None = None, timeout: int | None = None) -> list[NotebookRun]:
-    """Execute every numbered notebook (or those ``only`` names), export HTML, write the index.
+                   only: Sequence[str] | None = None, timeout: int | None = None, site: bool = True) -> list[NotebookRun]:
+    """Execute every numbered notebook (or those ``only`` names), export HTML, write the index and
+    (with ``site``) build the offline course site ``out_dir/site`` (:func:`nbhelpers.site.build_site`).
 
     Returns one record per notebook run now; the index also lists the other notebooks' latest runs
     with the same preset (see :func:`earlier_runs`).
@@ -182,4 +190,10 @@ def run_collection(notebook_dir: str | Path = "notebooks", out_dir: str | Path =
         runs.append(run)
     latest = {**kept, **{r.name: r for r in runs}}
     write_index([latest[p.stem] for p in discover(notebook_dir) if p.stem in latest], out, preset)
+    if site:
+        from nbhelpers.site import build_site
+
+        t0 = time.perf_counter()
+        index = build_site(out, notebook_dir, Path(notebook_dir).parent / "docs")
+        print(f"[nbhelpers run] course site: {index} ({time.perf_counter() - t0:.1f}s)", flush=True)
     return runs

@@ -18,3 +18,17 @@ def synth_root(tmp_path_factory):
     from nbhelpers.data.synth import generate
 
     return generate(tmp_path_factory.mktemp("synthad"), preset="smoke", seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def smoke_reports(synth_root, tmp_path_factory):
+    """Every notebook executed once with the smoke preset by ``run_collection`` (standalone HTML pages,
+    index and course site): ``(reports folder, runs)``."""
+    from pathlib import Path
+
+    from nbhelpers.runner import run_collection
+
+    reports = tmp_path_factory.mktemp("smoke") / "reports"
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    runs = run_collection(notebooks, reports, preset="smoke", data_root=synth_root, timeout=600)
+    return reports, runs

@@ -227,7 +227,7 @@ def test_runner_sets_solutions_where_a_notebook_declares_them(tmp_path, monkeypa
         return NotebookRun(name=path.stem, status="ok", seconds=0.0, executed=str(out_dir / path.name))
 
     monkeypatch.setattr("nbhelpers.runner.run_notebook", fake_run)
-    run_collection(tmp_path, tmp_path / "reports", preset="smoke", data_root=tmp_path)
+    run_collection(tmp_path, tmp_path / "reports", preset="smoke", data_root=tmp_path, site=False)
     assert seen["00_with"]["SOLUTIONS"] is True
     assert "SOLUTIONS" not in seen["01_without"]
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nbhelpers.runner import PARAMETER_KEYS, discover, notebook_parameters, parameters_cell_names, run_collection
+from nbhelpers.runner import PARAMETER_KEYS, discover, notebook_parameters, parameters_cell_names
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = discover(ROOT / "notebooks")
@@ -33,8 +33,8 @@ def test_notebook_is_stripped_and_parameterised(path):
 
 @pytest.mark.notebooks
 @pytest.mark.timeout(3600)  # all nine notebooks in one test; the suite-wide default is 1200 s per test
-def test_all_notebooks_execute_with_smoke_preset(synth_root, tmp_path):
-    runs = run_collection(ROOT / "notebooks", tmp_path / "reports", preset="smoke", data_root=synth_root, timeout=600)
+def test_all_notebooks_execute_with_smoke_preset(smoke_reports):
+    reports, runs = smoke_reports
     failed = {r.name: f"cell {r.failed_cell}: {r.error}" for r in runs if r.status != "ok"}
     assert not failed, failed
     assert len(runs) == len(NOTEBOOKS)
@@ -42,5 +42,6 @@ def test_all_notebooks_execute_with_smoke_preset(synth_root, tmp_path):
         assert run.metrics, f"{run.name} wrote no metrics.json"
         html = Path(run.html).read_text()
         assert "data:image/png;base64" in html, f"{run.name}: no figure in the HTML export"
-    index = (tmp_path / "reports" / "index.html").read_text()
+    index = (reports / "index.html").read_text()
     assert all(p.stem in index for p in NOTEBOOKS)
+    assert (reports / "mathjax" / "MathJax.js").is_file() and "mathjax/MathJax.js?config=" in html  # offline math

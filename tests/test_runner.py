@@ -25,7 +25,7 @@ def test_failing_notebook_is_reported_and_others_run(tmp_path):
               "pathlib.Path(OUTPUT_DIR, 'metrics.json').write_text(json.dumps({'answer': 42, 'preset': PRESET}))")
     _notebook(nbs / "01_fails.ipynb", "raise ValueError('broken on purpose')")
     _notebook(nbs / "02_ok.ipynb", "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()")
-    runs = run_collection(nbs, tmp_path / "reports", preset="smoke", data_root=tmp_path)
+    runs = run_collection(nbs, tmp_path / "reports", preset="smoke", data_root=tmp_path, site=False)
     status = {r.name: r.status for r in runs}
     assert status == {"00_ok": "ok", "01_fails": "failed", "02_ok": "ok"}
     failed = runs[1]
@@ -50,14 +50,14 @@ def test_partial_runs_update_their_rows_and_keep_the_others(tmp_path):
     nbs.mkdir()
     _notebook(nbs / "00_first.ipynb", "x = 1")
     _notebook(nbs / "01_second.ipynb", "raise ValueError('first attempt')")
-    run_collection(nbs, out, preset="smoke", data_root=tmp_path)
+    run_collection(nbs, out, preset="smoke", data_root=tmp_path, site=False)
     _notebook(nbs / "01_second.ipynb", "x = 2")
-    runs = run_collection(nbs, out, preset="smoke", data_root=tmp_path, only=["01"])
+    runs = run_collection(nbs, out, preset="smoke", data_root=tmp_path, only=["01"], site=False)
     assert [r.name for r in runs] == ["01_second"]  # only the requested notebook ran
     summary = {s["name"]: s for s in json.loads((out / "summary.json").read_text())}
     assert list(summary) == ["00_first", "01_second"] and summary["01_second"]["status"] == "ok"
     assert summary["00_first"]["status"] == "ok" and summary["00_first"]["finished"]
     index = (out / "index.html").read_text()
     assert "00_first.html" in index and "first attempt" not in index and "2 of 2 notebooks" in index
-    run_collection(nbs, out, preset="cpu", data_root=tmp_path, only=["00"])  # another preset: not mixed in
+    run_collection(nbs, out, preset="cpu", data_root=tmp_path, only=["00"], site=False)  # another preset: not mixed in
     assert [s["name"] for s in json.loads((out / "summary.json").read_text())] == ["00_first"]

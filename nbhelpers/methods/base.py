@@ -209,8 +209,8 @@ def micro_batched(predict: Callable[..., AnomalyResult]) -> Callable[..., Anomal
     loader gives, so the same numbers), joined by :meth:`AnomalyResult.concat`.
 
     Memory-bound layers (depthwise and full-resolution convolutions, attention maps) slow down per
-    image once a batch's activations outgrow the cache: POUTA at 128 px ran 54 images/s at batch 1 and
-    22 at batch 128 in one piece. On a GPU the whole batch runs at once.
+    image once a batch's activations outgrow the cache: POUTA at 128 px ran 51 images/s at batch 1 and
+    24 at batch 128 in one piece (2 CPU cores). On a GPU the whole batch runs at once.
     """
     @functools.wraps(predict)
     def run(self: AnomalyMethod, batch: dict, *args: Any, **kwargs: Any) -> AnomalyResult:
@@ -239,8 +239,9 @@ class AnomalyMethod:
     * :meth:`configure_optimizers` and :meth:`train_loader` — when Adam on ``config.lr`` over
       ``self.net`` and ``loader(train, shuffle=True)`` are not the paper's;
     * :meth:`on_fit_end` — what follows training (e.g. subsampling a bank);
-    * :meth:`predict` (decorated with :func:`micro_batched`), and in :meth:`state_dict` / :meth:`load_state_dict` what :meth:`save` must
-      keep beyond the ``nn.Module`` attributes listed in ``modules``.
+    * :meth:`predict` (decorated with :func:`micro_batched`), and in :meth:`state_dict` /
+      :meth:`load_state_dict` what :meth:`save` must keep beyond the ``nn.Module`` attributes listed
+      in ``modules``.
 
     :meth:`fit` runs them in that order around :func:`nbhelpers.train.fit` and keeps the losses in
     :attr:`train_result` (saved in checkpoints). See ``docs/ADDING_A_METHOD.md``.

@@ -1,0 +1,189 @@
+"""The executed collection as a course site a student can read offline.
+
+``nbhelpers run`` ends with :func:`build_site`: Sphinx with MyST-NB (the notebooks as ``nbhelpers run``
+executed them; nothing is run again) and sphinx-book-theme (lesson sidebar, previous / next, full-text
+search). All three are PyPI packages whose themes and scripts are inside their wheels, so the site builds
+and reads with no network (Jupyter Book 2, by contrast, is Node-based and fetches its theme at build
+time). Equations are typeset by MathJax 2 from the PyPI package ``jupyter-server-mathjax``, copied
+into the site; the standalone HTML pages of ``nbhelpers run`` / ``nbhelpers report`` load the same
+copy from a ``mathjax/`` folder beside them (:func:`copy_mathjax`), so a report folder can be zipped
+and mailed as it is.
+
+Pages: ``index`` (the lessons with their run status), every executed lesson with its run time, preset
+and metrics at its top, the course guide and glossary from ``docs/``, and ``benchmark`` (notebook 07's
+table of every method on every category).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: the MathJax 2 configuration the pages load (TeX input, CommonHTML output with its own web fonts)
+MATHJAX_CONFIG = "TeX-AMS_CHTML"
+#: what of MathJax 2 a page with that configuration loads (the rest of the distribution is left out)
+MATHJAX_PARTS = ("MathJax.js", "config", "extensions", "jax/input/TeX", "jax/element",
+                 "jax/output/CommonHTML", "fonts/HTML-CSS/TeX/woff")
+
+
+def mathjax_source() -> Path:
+    """The MathJax 2 distribution inside the installed ``jupyter-server-mathjax`` package."""
+    import jupyter_server_mathjax
+
+    return Path(jupyter_server_mathjax.__file__).parent / "static"
+
+
+def copy_mathjax(folder: str | Path) -> Path:
+    """Copy the parts of MathJax 2 that :data:`MATHJAX_CONFIG` needs to ``folder/mathjax`` (kept when
+    already there) and return that folder."""
+    target = Path(folder) / "mathjax"
+    if (target / "MathJax.js").is_file():
+        return target
+    source = mathjax_source()
+    for part in MATHJAX_PARTS:
+        src = source / part
+        if src.is_dir():
+            shutil.copytree(src, target / part, dirs_exist_ok=True)
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target / part)
+    return target
+
+
+def mathjax_url(relative_folder: str = "mathjax") -> str:
+    """The script URL of a MathJax copy at ``relative_folder`` (relative to the page)."""
+    return f"{relative_folder}/MathJax.js?config={MATHJAX_CONFIG}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def _scalars(metrics: dict[str, Any], most: int = 8) -> str:
+    from nbhelpers.benchmark import _fmt
+
+    items = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    shown = ", ".join(f"`{k}` {_fmt(v)}" for k, v in items[:most])
+    return shown + (f" and {len(items) - most} more in `metrics.json`" if len(items) > most else "")
+
+
+def run_header(record: dict[str, Any]) -> str:
+    """The Markdown shown at the top of a lesson page: how this run went (status, time, preset, when)
+    and its headline metrics."""
+    status = "ran" if record.get("status") == "ok" else f"**failed** (cell {record.get('failed_cell')})"
+    line = (f"**This run:** {status} in {_duration(float(record.get('seconds') or 0))} with the "
+            f"`{record.get('preset')}` preset, finished {record.get('finished') or 'n/a'} (UTC).")
+    metrics = _scalars(record.get("metrics") or {})
+    rows = (record.get("metrics") or {}).get("rows")
+    if isinstance(rows, list) and rows:
+        metrics = f"{len(rows)} result rows (tables below)" + (f"; {metrics}" if metrics else "")
+    return f"> {line}" + (f" Metrics: {metrics}." if metrics else "")
+
+
+def _lesson(executed: Path, record: dict[str, Any], target: Path) -> None:
+    """Copy an executed notebook with :func:`run_header` as a cell after its title."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell(run_header(record)))
+    nbformat.write(nb, str(target))
+
+
+def _index(records: Sequence[dict[str, Any]], titles: dict[str, str], preset: str) -> str:
+    lines = ["# Visual anomaly detection: the course", "",
+             "Numbered lessons, executed with the "
+             f"`{preset}` preset by `nbhelpers run` (each page is the executed notebook; its run time, preset "
+             "and metrics are at its top). Start with the [course guide](docs/COURSE.md); terms are in the "
+             "[glossary](docs/GLOSSARY.md); every method on every category is on the [benchmark](benchmark.md) page.",
+             "", "| lesson | status | run time |", "|---|---|---|"]
+    for r in records:
+        status = "ok" if r.get("status") == "ok" else f"failed (cell {r.get('failed_cell')})"
+        lines.append(f"| [{titles[r['name']]}](notebooks/{r['name']}.ipynb) | {status} | "
+                     f"{_duration(float(r.get('seconds') or 0))} |")
+    lines += ["", "```{toctree}", ":caption: Lessons", ":maxdepth: 1", ""]
+    lines += [f"notebooks/{r['name']}" for r in records]
+    lines += ["```", "", "```{toctree}", ":caption: Course", ":maxdepth: 1", "", "docs/COURSE", "docs/GLOSSARY",
+              "benchmark", "```", ""]
+    return "\n".join(lines)
+
+
+def _benchmark_page(reports: Path) -> str:
+    table = reports / "07_benchmark" / "results.md"
+    body = table.read_text() if table.is_file() else (
+        "Notebook 07 has not written its table in this run (`reports/07_benchmark/results.md`).")
+    return ("# Benchmark: every method on every category\n\n"
+            "The table notebook 07 wrote in this run (`reports/07_benchmark/results.md`): image AUROC, pixel "
+            "AUROC, AUPRO / AUsPRO, pixel AP, fit time, milliseconds per image, peak memory. Rows missing here "
+            "are listed in [lesson 07](notebooks/07_benchmark.ipynb) with the `nbhelpers bench` command that adds "
+            "them.\n\n" + body + "\n")
+
+
+CONF = '''# generated by nbhelpers.site: the course site's Sphinx configuration (offline)
+project = "Visual anomaly detection"
+html_title = "Visual anomaly detection: the course"
+extensions = ["myst_nb"]
+nb_execution_mode = "off"               # the notebooks as `nbhelpers run` executed them
+nb_render_markdown_format = "myst"      # Markdown outputs with their math
+nb_output_stderr = "remove"             # progress bars
+myst_enable_extensions = ["dollarmath", "amsmath"]
+myst_heading_anchors = 3
+html_theme = "sphinx_book_theme"
+html_theme_options = {{"use_download_button": False, "use_fullscreen_button": False,
+                      "use_repository_button": False, "home_page_in_toc": True, "show_navbar_depth": 1}}
+html_static_path = ["_static"]
+mathjax_path = "{mathjax}"
+html_copy_source = False
+html_show_sourcelink = False
+exclude_patterns = ["_build"]
+suppress_warnings = ["myst.xref_missing", "myst.header", "mystnb.unknown_mime_type", "misc.highlighting_failure"]
+'''
+
+
+def build_site(reports: str | Path = "reports", notebooks: str | Path = "notebooks", docs: str | Path = "docs",
+               out: str | Path | None = None, quiet: bool = True) -> Path:
+    """Build the course site from the executed notebooks of ``reports`` (``summary.json`` of
+    ``nbhelpers run``) into ``out`` (default ``reports/site``); returns its ``index.html``.
+
+    The Sphinx sources are written to ``reports/site_src`` (rebuilt each time): ``notebooks/`` (the
+    executed lessons with :func:`run_header`), ``docs/COURSE.md`` and ``docs/GLOSSARY.md`` (the same
+    relative paths as in the repository, so the notebooks' links to them resolve), ``benchmark.md`` and
+    ``index.md``. Sphinx's warnings (e.g. links to repository files that are not pages) go to
+    ``site_src/warnings.txt``.
+
+    Raises:
+        FileNotFoundError: ``reports`` holds no ``summary.json`` (run ``nbhelpers run`` first).
+    """
+    import nbformat
+    from sphinx.cmd.build import build_main
+
+    reports = Path(reports)
+    summary = reports / "summary.json"
+    if not summary.is_file():
+        raise FileNotFoundError(f"{summary}: no executed notebooks to build the site from; run `nbhelpers run` first.")
+    records = [r for r in json.loads(summary.read_text()) if (reports / f"{r['name']}.ipynb").is_file()]
+    src = reports / "site_src"
+    shutil.rmtree(src, ignore_errors=True)
+    (src / "notebooks").mkdir(parents=True)
+    (src / "docs").mkdir()
+    titles = {}
+    for r in records:
+        target = src / "notebooks" / f"{r['name']}.ipynb"
+        _lesson(reports / f"{r['name']}.ipynb", r, target)
+        first = nbformat.read(str(target), as_version=4).cells[0].source.splitlines()
+        titles[r["name"]] = first[0].lstrip("# ").strip() if first else r["name"]
+    for page in ("COURSE.md", "GLOSSARY.md"):
+        shutil.copy2(Path(docs) / page, src / "docs" / page)
+    (src / "benchmark.md").write_text(_benchmark_page(reports))
+    preset = records[0].get("preset", "") if records else ""
+    (src / "index.md").write_text(_index(records, titles, preset))
+    copy_mathjax(src / "_static")
+    (src / "conf.py").write_text(CONF.format(mathjax=mathjax_url()))
+    out = Path(out) if out is not None else reports / "site"
+    shutil.rmtree(out, ignore_errors=True)
+    args = ["-b", "html", "-w", str(src / "warnings.txt"), *(["-q"] if quiet else []), str(src), str(out)]
+    if build_main(args) != 0:
+        raise RuntimeError(f"Sphinx could not build the course site from {src}; see {src / 'warnings.txt'}.")
+    return out / "index.html"
