@@ -21,11 +21,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-#: the MathJax 2 configuration the pages load (TeX input, CommonHTML output with its own web fonts)
-MATHJAX_CONFIG = "TeX-AMS_CHTML"
-#: what of MathJax 2 a page with that configuration loads (the rest of the distribution is left out)
-MATHJAX_PARTS = ("MathJax.js", "config", "extensions", "jax/input/TeX", "jax/element",
-                 "jax/output/CommonHTML", "fonts/HTML-CSS/TeX/woff")
+#: the MathJax 2 configuration the pages load: the combined TeX configuration ``jupyter-server-mathjax``
+#: ships, then :data:`MATHJAX_LOCAL`, written into the copy
+MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,local/local"
+#: the renderer is the browser's own MathML (Chromium and Firefox render MathML Core): no web font is
+#: fetched (looking fonts up is what fails offline; the package has no TeX web fonts)
+MATHJAX_LOCAL = """MathJax.Hub.Config({menuSettings: {renderer: "NativeMML"}, messageStyle: "none", showMathMenu: false,
+  "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null}});
+MathJax.Ajax.loadComplete("[MathJax]/config/local/local.js");
+"""
+#: the TeX fonts MathJax's MathML output declares for script, calligraphic, fraktur and double-struck letters
+#: (``\\mathcal`` ...), which the package lacks, served from its STIX web fonts of the same letters
+#: (browsers read a font by its content, not its file name)
+VARIANT_FONTS = {"MathJax_Script-Regular.otf": "Script-Regular", "MathJax_Caligraphic-Regular.otf": "Script-Regular",
+                 "MathJax_Caligraphic-Bold.otf": "Script-BoldItalic", "MathJax_Fraktur-Regular.otf": "Fraktur-Regular",
+                 "MathJax_Fraktur-Bold.otf": "Fraktur-Bold", "MathJax_AMS-Regular.otf": "DoubleStruck-Regular"}
+#: what of MathJax 2 a page with that configuration loads (other outputs, web fonts and translations
+#: are left out)
+MATHJAX_PARTS = ("MathJax.js", "config", "extensions", "jax/input", "jax/element", "jax/output/HTML-CSS",
+                 "fonts/HTML-CSS/STIX-Web/woff")
 
 
 def mathjax_source() -> Path:
@@ -36,8 +50,8 @@ def mathjax_source() -> Path:
 
 
 def copy_mathjax(folder: str | Path) -> Path:
-    """Copy the parts of MathJax 2 that :data:`MATHJAX_CONFIG` needs to ``folder/mathjax`` (kept when
-    already there) and return that folder."""
+    """Copy the parts of MathJax 2 that :data:`MATHJAX_CONFIG` needs, and :data:`MATHJAX_LOCAL`, to
+    ``folder/mathjax`` (kept when already there; about 6 MB) and return that folder."""
     target = Path(folder) / "mathjax"
     if (target / "MathJax.js").is_file():
         return target
@@ -49,6 +63,12 @@ def copy_mathjax(folder: str | Path) -> Path:
         else:
             target.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, target / part)
+    variants = target / "fonts" / "HTML-CSS" / "TeX" / "otf"
+    variants.mkdir(parents=True, exist_ok=True)
+    for name, stix in VARIANT_FONTS.items():
+        shutil.copy2(source / "fonts" / "HTML-CSS" / "STIX-Web" / "woff" / f"STIXMathJax_{stix}.woff", variants / name)
+    (target / "config" / "local").mkdir(parents=True)
+    (target / "config" / "local" / "local.js").write_text(MATHJAX_LOCAL)
     return target
 
 
@@ -130,16 +150,30 @@ nb_render_markdown_format = "myst"      # Markdown outputs with their math
 nb_output_stderr = "remove"             # progress bars
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
+myst_update_mathjax = False             # MathJax 2 here: no MathJax 3 configuration object in the pages
+html_context = {{"default_mode": "light"}}
 html_theme = "sphinx_book_theme"
 html_theme_options = {{"use_download_button": False, "use_fullscreen_button": False,
                       "use_repository_button": False, "home_page_in_toc": True, "show_navbar_depth": 1}}
 html_static_path = ["_static"]
+html_favicon = "_static/favicon.png"     # a browser asks for one: no 404 in the console
 mathjax_path = "{mathjax}"
 html_copy_source = False
 html_show_sourcelink = False
 exclude_patterns = ["_build"]
 suppress_warnings = ["myst.xref_missing", "myst.header", "mystnb.unknown_mime_type", "misc.highlighting_failure"]
 '''
+
+
+def _favicon(path: Path) -> None:
+    """A 32 x 32 icon: a heat-map square with one hot spot (an anomaly map)."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[:32, :32]
+    heat = np.exp(-((x - 20) ** 2 + (y - 12) ** 2) / 40.0)
+    rgb = np.stack([255 * heat, 60 + 80 * (1 - heat), 140 * (1 - heat)], axis=-1).astype(np.uint8)
+    Image.fromarray(rgb).save(path)
 
 
 def build_site(reports: str | Path = "reports", notebooks: str | Path = "notebooks", docs: str | Path = "docs",
@@ -180,6 +214,7 @@ def build_site(reports: str | Path = "reports", notebooks: str | Path = "noteboo
     preset = records[0].get("preset", "") if records else ""
     (src / "index.md").write_text(_index(records, titles, preset))
     copy_mathjax(src / "_static")
+    _favicon(src / "_static" / "favicon.png")
     (src / "conf.py").write_text(CONF.format(mathjax=mathjax_url()))
     out = Path(out) if out is not None else reports / "site"
     shutil.rmtree(out, ignore_errors=True)

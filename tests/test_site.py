@@ -38,14 +38,17 @@ def chromium() -> str:
     return found
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def site(smoke_reports):
     """The smoke site served on 127.0.0.1 (``(base URL, site folder)``)."""
     folder = smoke_reports[0] / "site"
     assert (folder / "index.html").is_file(), "nbhelpers run built no course site"
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/", folder
     server.shutdown()
@@ -79,7 +82,7 @@ class Visit:
         """The article's text outside code and math (what a reader sees as prose)."""
         return self.page.evaluate("""() => {
             const main = (document.querySelector('article') || document.body).cloneNode(true);
-            main.querySelectorAll('pre, code, script, .MathJax_CHTML, .MathJax_Preview, .math').forEach(e => e.remove());
+            main.querySelectorAll('pre, code, script, .MathJax_MathML, .MathJax_Preview').forEach(e => e.remove());
             return main.innerText; }""")
 
 
@@ -94,7 +97,7 @@ def test_every_page_loads_offline_with_typeset_math_and_sized_figures(site, brow
         assert not visit.outside, f"{path}: requests leaving the machine {visit.outside}"
         raw = RAW_TEX.findall(visit.visible_text())
         assert not raw, f"{path}: untypeset TeX {raw[:5]}"
-        typeset += visit.page.locator(".MathJax_CHTML").count()
+        typeset += visit.page.locator(".MathJax_MathML math").count()
         sizes = visit.page.evaluate("() => [...document.images].map(i => [i.src.slice(0, 60), i.naturalWidth, i.naturalHeight])")
         assert all(w > 0 and h > 0 for _, w, h in sizes), f"{path}: empty figures {[s for s in sizes if not s[1]]}"
         if path == "notebooks/06_fod.html":
