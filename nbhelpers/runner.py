@@ -63,14 +63,17 @@ def parameters_cell_names(path: str | Path) -> set[str]:
 
 
 def export_html(executed: Path, target: Path) -> Path:
-    """Convert an executed notebook to an HTML file (figures embedded) whose equations are typeset
-    offline by the MathJax copy in ``mathjax/`` beside it (:func:`nbhelpers.site.copy_mathjax`)."""
+    """Convert an executed notebook to an HTML file (figures embedded) that loads nothing from outside:
+    its equations are typeset by the MathJax copy in ``mathjax/`` beside it
+    (:func:`nbhelpers.site.copy_mathjax`), so the folder can be zipped and mailed as it is."""
     import nbformat
     from nbconvert import HTMLExporter
 
     from nbhelpers.site import copy_mathjax, mathjax_url
 
-    body, _ = HTMLExporter(mathjax_url=mathjax_url()).from_notebook_node(nbformat.read(str(executed), as_version=4))
+    # no require.js (nbconvert loads it from a CDN for widget state, which the executed notebooks do not keep)
+    exporter = HTMLExporter(mathjax_url=mathjax_url(), require_js_url="")
+    body, _ = exporter.from_notebook_node(nbformat.read(str(executed), as_version=4))
     copy_mathjax(target.parent)
     target.write_text(body, encoding="utf-8")
     return target

@@ -1,4 +1,5 @@
 """Every notebook runs under papermill with the smoke preset and writes its metrics JSON."""
+import re
 from pathlib import Path
 
 import nbformat
@@ -42,6 +43,8 @@ def test_all_notebooks_execute_with_smoke_preset(smoke_reports):
         assert run.metrics, f"{run.name} wrote no metrics.json"
         html = Path(run.html).read_text()
         assert "data:image/png;base64" in html, f"{run.name}: no figure in the HTML export"
+        assert "mathjax/MathJax.js?config=" in html, f"{run.name}: math not typeset by the MathJax copy beside it"
+        assert not re.search(r'<(script|link)[^>]+(src|href)="(https?:)?//', html), f"{run.name}: loads from outside"
     index = (reports / "index.html").read_text()
     assert all(p.stem in index for p in NOTEBOOKS)
-    assert (reports / "mathjax" / "MathJax.js").is_file() and "mathjax/MathJax.js?config=" in html  # offline math
+    assert (reports / "mathjax" / "MathJax.js").is_file()
