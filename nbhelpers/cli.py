@@ -90,8 +90,9 @@ def _cmd_throughput(args: argparse.Namespace) -> int:
 
     out = check_output_folder(args.out, "--out")
     cat = _categories(args.data, args.category, args.layout)[0]
-    peak = matmul_peak_gflops(get_device(args.device))
-    print(f"[throughput] measured matrix-multiply rate on {get_device(args.device)}: {peak:.1f} GFLOP/s")
+    device = get_device(args.device)
+    peak = matmul_peak_gflops(device)
+    print(f"[throughput] measured matrix-multiply rate on {device}: {peak:.1f} GFLOP/s")
     rows = []
     for method in _methods(args.method):
         rows += throughput(method, args.data, cat, preset=args.preset, batch_sizes=args.batch_sizes,

@@ -103,13 +103,16 @@ def run_header(record: dict[str, Any]) -> str:
     return f"> {line}" + (f" Metrics: {metrics}." if metrics else "")
 
 
-def _lesson(executed: Path, record: dict[str, Any], target: Path) -> None:
-    """Copy an executed notebook with :func:`run_header` as a cell after its title."""
+def _lesson(executed: Path, record: dict[str, Any], target: Path) -> str:
+    """Copy an executed notebook with :func:`run_header` as a cell after its title; returns the title
+    (the first line of its first cell, without the ``#``; the notebook's name when empty)."""
     import nbformat
 
     nb = nbformat.read(str(executed), as_version=4)
     nb.cells.insert(1, nbformat.v4.new_markdown_cell(run_header(record)))
     nbformat.write(nb, str(target))
+    first = nb.cells[0].source.splitlines()
+    return first[0].lstrip("# ").strip() if first else executed.stem
 
 
 def _index(records: Sequence[dict[str, Any]], titles: dict[str, str], preset: str, guides: Sequence[str]) -> str:
@@ -192,7 +195,6 @@ def build_site(reports: str | Path = "reports", docs: str | Path = "docs", out: 
     Raises:
         FileNotFoundError: ``reports`` holds no ``summary.json`` (run ``nbhelpers run`` first).
     """
-    import nbformat
     from sphinx.cmd.build import build_main
 
     reports = Path(reports)
@@ -204,12 +206,8 @@ def build_site(reports: str | Path = "reports", docs: str | Path = "docs", out: 
     shutil.rmtree(src, ignore_errors=True)
     (src / "notebooks").mkdir(parents=True)
     (src / "docs").mkdir()
-    titles = {}
-    for r in records:
-        target = src / "notebooks" / f"{r['name']}.ipynb"
-        _lesson(reports / f"{r['name']}.ipynb", r, target)
-        first = nbformat.read(str(target), as_version=4).cells[0].source.splitlines()
-        titles[r["name"]] = first[0].lstrip("# ").strip() if first else r["name"]
+    titles = {r["name"]: _lesson(reports / f"{r['name']}.ipynb", r, src / "notebooks" / f"{r['name']}.ipynb")
+              for r in records}
     guides = [page for page in GUIDES if (Path(docs) / page).is_file()]  # a collection of one's own may lack them
     for page in guides:
         shutil.copy2(Path(docs) / page, src / "docs" / page)

@@ -58,6 +58,11 @@ def aggregate_patches(features: Sequence[torch.Tensor]) -> torch.Tensor:
                       for p in pooled], dim=1)
 
 
+def patch_rows(embeddings: torch.Tensor) -> torch.Tensor:
+    """One row per patch: ``float[B,D,h,w] -> float[B*h*w,D]`` (image, then row, then column order)."""
+    return embeddings.permute(0, 2, 3, 1).reshape(-1, embeddings.shape[1])
+
+
 @register
 class Baseline(AnomalyMethod):
     """PatchCore-style kNN anomaly detection (no training: a memory bank of normal patches)."""
@@ -97,7 +102,7 @@ class Baseline(AnomalyMethod):
         feats = []
         for batch in progress(self.loader(train), desc="baseline bank", enabled=self.config.progress):
             emb = self.embed(batch["image"].to(self.device))
-            feats.append(emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]))
+            feats.append(patch_rows(emb))
         bank = torch.cat(feats)
         idx = greedy_coreset(bank, self.config.coreset_ratio, self.config.projection_dim, self.config.seed)
         return bank[idx].contiguous()
@@ -108,16 +113,13 @@ class Baseline(AnomalyMethod):
         """Distance of each test patch to the bank, upsampled to the input size and smoothed."""
         images = to_device(batch["image"], self.device)
         emb = self.embed(images)
-        b, d, h, w = emb.shape
-        dist = self.neighbours(emb.permute(0, 2, 3, 1).reshape(-1, d))
-        patch_maps = dist.view(b, h, w)
+        patch_maps = self.neighbours(patch_rows(emb)).view(emb.shape[0], *emb.shape[2:])
         maps = smooth(upsample(patch_maps, images.shape[-2:]), self.config.sigma)
         return AnomalyResult(scores=max_score(maps), maps=maps, extras={"patch_maps": patch_maps})
 
     def hot_kernels(self, batch: dict) -> dict[str, tuple[Callable[[], Any], int]]:
         """The exact nearest-neighbour search of ``batch``'s patches in the bank (``NearestNeighbours``)."""
-        emb = self.embed(to_device(batch["image"], self.device))
-        queries = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
+        queries = patch_rows(self.embed(to_device(batch["image"], self.device)))
         return {"nearest neighbour": (lambda: self.neighbours(queries), self.neighbours.flops(len(queries)))}
 
     def state_dict(self) -> dict[str, Any]:
@@ -127,4 +129,4 @@ class Baseline(AnomalyMethod):
         self.bank = state["bank"].to(self.device)
 
 
-__all__ = ["Baseline", "Config", "aggregate_patches"]
+__all__ = ["Baseline", "Config", "aggregate_patches", "patch_rows"]
